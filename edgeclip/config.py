@@ -1,0 +1,296 @@
+"""Recipes (``recipes/*.yaml``) and targets (``targets/*.yaml``) as frozen dataclasses.
+
+A recipe says which teacher, which distillation stages, which data and which quantization;
+a target says which backends in which order, their default quantization, and the accuracy
+thresholds an artifact must meet. Every problem is found at load time and raised as one
+``ConfigError`` naming the file, the key path, what was found and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._schema import build, choice, load_yaml_file
+from .errors import ConfigError
+from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TEACHER_SCHEMES, TOWERS
+
+__all__ = [
+    "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Target", "DataSource",
+    "DataConfig", "DistillStage", "QuantizationConfig", "ExportConfig", "Recipe",
+    "load_target", "load_recipe", "default_recipe", "list_targets", "list_recipes",
+    "search_dirs", "parse_model_uri", "DEFAULT_RECIPE",
+]
+
+CONFIG_VERSION = 1
+DEFAULT_RECIPE = "embedded-default"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# "fp16" | [fp32, int8-static] | {image: int8-static, text: [fp32, int8-dynamic]}
+QuantForm = str | tuple[str, ...] | dict[str, str | tuple[str, ...]]
+
+
+def _normalize_quant(form: Any, towers: tuple[str, ...] = TOWERS) -> dict[str, tuple[str, ...]]:
+    """Expand any QuantForm into ``{tower: (mode, ...)}`` and check every name."""
+    if isinstance(form, (str, tuple)):
+        form = {t: form for t in towers}
+    out: dict[str, tuple[str, ...]] = {}
+    for tower, modes in form.items():
+        if tower not in TOWERS:
+            raise ConfigError(f"unknown tower {tower!r} in quant; allowed: {', '.join(TOWERS)}")
+        modes = (modes,) if isinstance(modes, str) else tuple(modes)
+        if not modes:
+            raise ConfigError(f"quant for tower {tower!r} is an empty list; name at least one mode")
+        for m in modes:
+            if m not in QUANT_MODES:
+                raise ConfigError(f"unknown quantization mode {m!r}; allowed: {', '.join(QUANT_MODES)}")
+        out[tower] = modes
+    return out
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Accuracy floors an artifact must meet against the fp32 reference (None: not checked)."""
+
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
+    psnr_db: float | None = None
+    top1_agreement: float | None = None
+    r1_agreement: float | None = None
+    zero_shot_top1: float | None = None
+    # a quantized artifact may be at most this many times slower than its fp32 sibling
+    max_latency_ratio_vs_fp32: float | None = None
+
+    def merged(self, override: "Thresholds | None") -> "Thresholds":
+        """Values set in ``override`` win over ours."""
+        if override is None:
+            return self
+        changes = {f.name: getattr(override, f.name) for f in dataclasses.fields(self)
+                   if getattr(override, f.name) is not None}
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    backend: str = choice(*BACKENDS)
+    quant: QuantForm = "fp32"
+    options: dict[str, Any] = field(default_factory=dict)
+    thresholds: Thresholds | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "quant", _normalize_quant(self.quant))
+
+    def modes_for(self, tower: str) -> tuple[str, ...]:
+        return self.quant.get(tower, ("fp32",))
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    warmup: int = 3
+    runs: int = 20
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    platform: str = choice("ios", "android", "web", "linux", "macos")
+    backends: tuple[BackendEntry, ...] = ()
+    version: int = CONFIG_VERSION
+    description: str = ""
+    towers: tuple[str, ...] = choice(*TOWERS, default=("image", "text"))
+    in_graph_preprocess: bool = False
+    batch_size: int = 1
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    source: str = ""
+
+    def __post_init__(self):
+        if not self.backends:
+            raise ConfigError("backends: a target needs at least one backend entry")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1, found {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    source: str = choice("synthetic", "digits", "photos", "csv", "folder", "webdataset")
+    path: str | None = None
+    samples: int | None = None
+    split: str = choice("train", "heldout", default="train")
+    image_size: int | None = None
+    languages: tuple[str, ...] = choice("en", "zh", default=("en",))
+    on_bad_image: str = choice("skip", "fail", default="skip")
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.source in ("csv", "folder", "webdataset") and not self.path:
+            raise ConfigError(f"source {self.source!r} needs a 'path' (the file, folder or shard pattern)")
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(f"samples: must be >= 1, found {self.samples}")
+
+
+def _default_eval() -> tuple[DataSource, ...]:
+    return (DataSource(source="synthetic", split="heldout", samples=96, languages=("en", "zh")),
+            DataSource(source="digits", samples=60), DataSource(source="photos"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: DataSource | None = None
+    eval: tuple[DataSource, ...] = field(default_factory=_default_eval)
+
+
+@dataclass(frozen=True)
+class DistillStage:
+    method: str = choice(*DISTILL_METHODS)
+    name: str | None = None
+    student: str | None = None   # model URI of the student's architecture; None: previous stage's
+    steps: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 10
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.student is not None:
+            parse_model_uri(self.student)
+        for k in ("steps", "batch_size"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k}: must be >= 1, found {getattr(self, k)}")
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    modes: QuantForm | None = None          # replaces each backend's default modes
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-mode options
+    keep_float: tuple[str, ...] = ()        # op names / types kept in float
+    calibration_samples: int = 32
+
+    def __post_init__(self):
+        if self.modes is not None:
+            object.__setattr__(self, "modes", _normalize_quant(self.modes))
+        for mode in self.params:
+            if mode not in QUANT_MODES:
+                raise ConfigError(f"params: unknown quantization mode {mode!r}; allowed: {', '.join(QUANT_MODES)}")
+        if self.calibration_samples < 1:
+            raise ConfigError(f"calibration_samples: must be >= 1, found {self.calibration_samples}")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    towers: tuple[str, ...] | None = choice(*TOWERS, default=None)
+    labels: tuple[str, ...] = ()
+    labels_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    teacher: str
+    version: int = CONFIG_VERSION
+    description: str = ""
+    seed: int = 0
+    distill: tuple[DistillStage, ...] = ()
+    data: DataConfig = field(default_factory=DataConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    source: str = ""
+
+    def __post_init__(self):
+        parse_model_uri(self.teacher)
+        if any(s.method for s in self.distill) and self.data.train is None:
+            raise ConfigError("data.train: distillation stages need training data; add data.train "
+                              "(e.g. {source: synthetic, samples: 2000})")
+
+
+def parse_model_uri(uri: str) -> tuple[str, str]:
+    """``'openclip:ViT-B-32/laion2b_s34b_b79k'`` -> ``('openclip', 'ViT-B-32/laion2b_s34b_b79k')``."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme not in TEACHER_SCHEMES or not rest:
+        raise ConfigError(
+            f"model URI {uri!r} must be SCHEME:NAME with SCHEME one of {', '.join(TEACHER_SCHEMES)} "
+            "(e.g. openclip:ViT-B-32/laion2b_s34b_b79k, hf:wkcn/TinyCLIP-ViT-8M-16-Text-3M-YFCC15M, "
+            "file:student.safetensors, builtin:teacher-vit)"
+        )
+    return scheme, rest
+
+
+# ---------------------------------------------------------------- loading by name or path
+
+def search_dirs(kind: str) -> list[Path]:
+    """Where ``kind`` ('targets' or 'recipes') files are found, first match wins."""
+    dirs = [Path.cwd() / kind]
+    extra = os.environ.get("EDGECLIP_PATH")
+    if extra:
+        dirs += [Path(p) / kind for p in extra.split(os.pathsep) if p]
+    dirs.append(_REPO_ROOT / kind)
+    seen, out = set(), []
+    for d in dirs:
+        r = d.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(d)
+    return out
+
+
+def _known(kind: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in reversed(search_dirs(kind)):  # earlier dirs override later ones
+        if d.is_dir():
+            for p in sorted(d.glob("*.yaml")):
+                found[p.stem] = p
+    return dict(sorted(found.items()))
+
+
+def list_targets() -> dict[str, Path]:
+    return _known("targets")
+
+
+def list_recipes() -> dict[str, Path]:
+    return _known("recipes")
+
+
+def _resolve(kind: str, name_or_path: str | os.PathLike) -> Path:
+    s = str(name_or_path)
+    if s.endswith((".yaml", ".yml")) or os.sep in s or "/" in s:
+        return Path(s)
+    known = _known(kind)
+    if s not in known:
+        raise ConfigError(f"unknown {kind[:-1]} {s!r}; known: {', '.join(known) or '(none)'} "
+                          f"(or pass a path to a .yaml file)")
+    return known[s]
+
+
+def _load(cls, kind: str, name_or_path):
+    path = _resolve(kind, name_or_path)
+    data = load_yaml_file(path)
+    version = data.get("version", CONFIG_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ConfigError(f"{path}: version: expected an integer, found {version!r}")
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"{path}: version: this file is version {version}, this edgeclip reads "
+                          f"version {CONFIG_VERSION}; upgrade edgeclip (pip install -U edgeclip)")
+    if version < 1:
+        raise ConfigError(f"{path}: version: {version} is not a released format; set version: 1")
+    if "source" in data:
+        raise ConfigError(f"{path}: source: is set by edgeclip, remove it from the file")
+    obj = build(cls, data, path)
+    return dataclasses.replace(obj, source=str(path))
+
+
+def load_target(name_or_path: str | os.PathLike) -> Target:
+    return _load(Target, "targets", name_or_path)
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
+    return _load(Recipe, "recipes", name_or_path)
+
+
+def default_recipe() -> Recipe:
+    """The embedded default: offline teacher, synthetic world, real-pixel evaluation."""
+    return load_recipe(DEFAULT_RECIPE)

@@ -1,0 +1,14 @@
+"""The canonical names of DESIGN.md "Contracts": every part spells them from here."""
+from __future__ import annotations
+
+__all__ = ["BACKENDS", "QUANT_MODES", "TOWERS", "TEACHER_SCHEMES", "DISTILL_METHODS", "FORMATS"]
+
+BACKENDS = ("coreml", "executorch", "litert", "onnx")
+FORMATS = {"coreml": ".mlpackage", "executorch": ".pte", "litert": ".tflite", "onnx": ".onnx"}
+QUANT_MODES = (
+    "fp32", "fp16", "int8-dynamic", "int8-static", "int8-weight",
+    "pal4", "pal6", "pal8", "w8a8", "8da4w",
+)
+TOWERS = ("image", "text", "zero-shot-head")
+TEACHER_SCHEMES = ("openclip", "hf", "file", "builtin")
+DISTILL_METHODS = ("tinyclip", "mobileclip", "dcclip")

@@ -1,0 +1,97 @@
+"""The build plan: recipe × target × installed toolchains, validated before any work starts.
+
+``make_plan`` raises on the first thing that would stop the build (a missing toolchain, a
+quantization mode a backend does not offer, a data path that does not exist) so that no
+minute of training is spent on a build that cannot finish. ``Plan.describe()`` is what
+``edgeclip build --plan`` prints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Recipe, Target
+from .errors import ConfigError, InputError, ToolchainMissing
+
+__all__ = ["Plan", "PlannedArtifact", "make_plan"]
+
+
+@dataclass(frozen=True)
+class PlannedArtifact:
+    backend: str
+    tower: str
+    quant: str
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    target: Target
+    out_dir: Path
+    towers: tuple[str, ...]
+    artifacts: list[PlannedArtifact] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def stages(self) -> list[str]:
+        s = [f"load teacher      {self.recipe.teacher}"]
+        if self.recipe.distill:
+            for i, st in enumerate(self.recipe.distill, 1):
+                who = st.student or "previous stage's student"
+                s.append(f"distill {i}/{len(self.recipe.distill)}       {st.method} -> {who} "
+                         f"({st.steps} steps, batch {st.batch_size})")
+        else:
+            s.append("distill           none: the recipe has no distillation stage, the teacher "
+                     "itself is compiled")
+        evals = ", ".join(_describe_source(d) for d in self.recipe.data.eval) or "none"
+        s.append(f"reference         fp32 torch (cuda if present, else cpu) on {evals}")
+        for a in self.artifacts:
+            s.append(f"{a.backend:<10} {a.tower:<5} quantize {a.quant} -> export -> verify -> bench")
+        s.append(f"bundle            {self.out_dir}")
+        return s
+
+    def describe(self) -> str:
+        lines = [f"plan: recipe {self.recipe.name} ({self.recipe.source}) for target "
+                 f"{self.target.name} ({self.target.source})"]
+        lines += [f"  {i:>2}. {s}" for i, s in enumerate(self.stages(), 1)]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _describe_source(d) -> str:
+    n = f"{d.samples} " if d.samples else ""
+    extra = f" {d.split}" if d.source == "synthetic" else ""
+    path = f" {d.path}" if d.path else ""
+    return f"{n}{d.source}{extra}{path}"
+
+
+def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
+              check_toolchains: bool = True) -> Plan:
+    from .backends import BACKENDS  # registry only; toolchains stay unimported
+
+    out_dir = Path(out_dir) if out_dir else Path("build") / recipe.name / target.name
+    towers = recipe.export.towers or target.towers
+    plan = Plan(recipe=recipe, target=target, out_dir=out_dir, towers=towers)
+    if not recipe.distill:
+        plan.notes.append("no distillation stage: the teacher is compiled as it is")
+
+    for entry in target.backends:
+        backend = BACKENDS.get(entry.backend)
+        if check_toolchains:
+            why = backend.available()
+            if why:
+                raise ToolchainMissing(f"target {target.name} needs backend {entry.backend}: {why}")
+        for tower in towers:
+            modes = recipe.quantization.modes.get(tower) if recipe.quantization.modes else None
+            modes = modes or entry.modes_for(tower)
+            for mode in modes:
+                if mode not in backend.quant_modes:
+                    raise ConfigError(
+                        f"backend {entry.backend} cannot build quantization {mode!r} for the "
+                        f"{tower} tower; it offers: {', '.join(backend.quant_modes)}")
+                plan.artifacts.append(PlannedArtifact(entry.backend, tower, mode))
+
+    for source in [*recipe.data.eval, *([recipe.data.train] if recipe.data.train else [])]:
+        if source.path and not any(c in source.path for c in "*{") and not Path(source.path).exists():
+            raise InputError(f"data path {source.path!r} ({source.source}) does not exist; "
+                             "fix the path in the recipe's data section")
+    return plan
