@@ -1,0 +1,79 @@
+"""Threshold gates: collect every shortfall, then fail once with a table.
+
+Accuracy gates compare an artifact's metrics with the target's thresholds (recipe overrides
+merged in). The latency regression gate compares a new report with a baseline report and
+flags artifacts whose p50 grew by more than a tolerance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Thresholds
+from .report import Record
+
+__all__ = ["Shortfall", "check_accuracy", "check_regression", "format_shortfalls"]
+
+# metric -> (threshold field, direction): ">=" means the value must be at least the threshold
+_ACCURACY = {
+    "cosine_mean": ">=", "cosine_min": ">=", "psnr_db": ">=", "top1_agreement": ">=",
+    "r1_agreement": ">=", "zero_shot_top1": ">=",
+}
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    artifact: str
+    metric: str
+    value: float | None
+    limit: float
+    op: str
+
+    def row(self) -> list[str]:
+        v = "missing" if self.value is None else f"{self.value:.4g}"
+        return [self.artifact, self.metric, v, f"{self.op} {self.limit:.4g}"]
+
+
+def _name(r: Record) -> str:
+    return f"{r.backend}/{r.tower}/{r.quant}"
+
+
+def check_accuracy(records: list[Record], thresholds: dict[str, Thresholds]) -> list[Shortfall]:
+    """``thresholds`` maps artifact name ``backend/tower/quant`` to its merged Thresholds."""
+    by_artifact: dict[str, dict[str, float | None]] = {}
+    for r in records:
+        by_artifact.setdefault(_name(r), {})[r.metric] = r.value
+    out: list[Shortfall] = []
+    for name, th in thresholds.items():
+        values = by_artifact.get(name, {})
+        for metric, op in _ACCURACY.items():
+            limit = getattr(th, metric)
+            if limit is None or metric not in values and metric in ("zero_shot_top1",):
+                continue  # absolute accuracy only where labels exist
+            v = values.get(metric)
+            if v is None or v < limit:
+                out.append(Shortfall(name, metric, v, limit, op))
+    return out
+
+
+def check_regression(new: list[dict], baseline: list[dict], metric: str = "latency_p50_ms",
+                     tolerance: float = 0.10) -> list[Shortfall]:
+    """Artifacts whose ``metric`` grew by more than ``tolerance`` (fraction) over the baseline."""
+    def key(r):
+        return (r["model"], r["target"], r["backend"], r["tower"], r["quant"])
+    base = {key(r): r["value"] for r in baseline if r["metric"] == metric and r["value"] is not None}
+    out = []
+    for r in new:
+        if r["metric"] != metric or r["value"] is None or key(r) not in base:
+            continue
+        limit = base[key(r)] * (1.0 + tolerance)
+        if r["value"] > limit:
+            out.append(Shortfall("/".join(key(r)[2:]), metric, r["value"], limit, "<="))
+    return out
+
+
+def format_shortfalls(shortfalls: list[Shortfall]) -> str:
+    rows = [["artifact", "metric", "value", "required"]] + [s.row() for s in shortfalls]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

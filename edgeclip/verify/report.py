@@ -1,0 +1,178 @@
+"""Report records (DESIGN.md "Report records"), report.json / report.md / report.png.
+
+One record per (artifact, metric). ``benchmarks/`` write the same records, so one reader
+serves CI diffs, plots and the regression gate.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+__all__ = ["SCHEMA", "Record", "METRIC_UNITS", "machine_info", "write_report", "read_report",
+           "write_json_atomic", "records_table"]
+
+SCHEMA = "edgeclip.report/1"
+METRIC_UNITS = {
+    "cosine_mean": "", "cosine_min": "", "psnr_db": "dB", "top1_agreement": "fraction",
+    "zero_shot_top1": "fraction", "r1_agreement": "fraction", "r5_agreement": "fraction",
+    "latency_p50_ms": "ms", "latency_p90_ms": "ms", "latency_min_ms": "ms", "load_ms": "ms",
+    "peak_rss_mb": "MB", "size_mb": "MB", "delegated_fraction": "fraction",
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    model: str
+    target: str
+    backend: str
+    tower: str
+    quant: str
+    runner: str
+    emulated: bool
+    metric: str
+    value: float | None
+    unit: str = ""
+
+    def __post_init__(self):
+        if self.metric not in METRIC_UNITS:
+            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(METRIC_UNITS)}")
+        if not self.unit:
+            object.__setattr__(self, "unit", METRIC_UNITS[self.metric])
+
+    def key(self) -> tuple:
+        return (self.model, self.target, self.backend, self.tower, self.quant, self.metric)
+
+
+def machine_info() -> dict:
+    """What a latency number needs next to it to mean anything."""
+    import torch
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"os": platform.platform(), "machine": platform.machine(), "cpu": cpu,
+            "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0)
+            if torch.cuda.is_available() else None}
+    from importlib import metadata
+    for pkg in ("executorch", "coremltools", "litert-torch", "ai-edge-litert", "onnxruntime"):
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info[pkg] = None
+    return info
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_report(path: Path) -> dict:
+    from ..errors import InputError
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read report ({e}); pass a report.json written by edgeclip") from e
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise InputError(f"{path}: not an {SCHEMA} report (schema={data.get('schema') if isinstance(data, dict) else None!r})")
+    return data
+
+
+def _fmt(v, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit in ("ms", "MB", "dB"):
+        return f"{v:.1f}"
+    return f"{v:.4f}"
+
+
+def records_table(records: Iterable[Record], metrics: list[str]) -> list[list[str]]:
+    """Rows ``[backend, tower, quant, runner, metric values...]``, one per artifact."""
+    rows: dict[tuple, dict] = {}
+    for r in records:
+        k = (r.backend, r.tower, r.quant, r.runner + (" (emulated)" if r.emulated else ""))
+        rows.setdefault(k, {})[r.metric] = _fmt(r.value, r.unit)
+    return [[*k, *(vals.get(m, "-") for m in metrics)] for k, vals in rows.items()]
+
+
+def _markdown(records: list[Record], machine: dict, extra_md: str) -> str:
+    acc = ["cosine_mean", "cosine_min", "psnr_db", "top1_agreement", "r1_agreement", "zero_shot_top1"]
+    perf = ["latency_p50_ms", "latency_p90_ms", "load_ms", "peak_rss_mb", "size_mb", "delegated_fraction"]
+    out = ["# edgeclip build report", "",
+           f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores), {machine.get('os')}, "
+           f"torch {machine.get('torch')}", ""]
+    for title, metrics in (("Accuracy against the fp32 reference", acc), ("Latency and size", perf)):
+        out += [f"## {title}", "", "| backend | tower | quant | runner | " + " | ".join(metrics) + " |",
+                "|" + "---|" * (4 + len(metrics))]
+        out += ["| " + " | ".join(row) + " |" for row in records_table(records, metrics)]
+        out.append("")
+    if extra_md:
+        out += [extra_md, ""]
+    return "\n".join(out)
+
+
+def _plot(records: list[Record], path: Path) -> None:
+    """Accuracy (cosine mean) vs latency p50, marker size by file size: the first picture."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts: dict[tuple, dict] = {}
+    for r in records:
+        pts.setdefault((r.backend, r.tower, r.quant), {})[r.metric] = r.value
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for (backend, tower, quant), m in sorted(pts.items()):
+        if m.get("latency_p50_ms") is None or m.get("cosine_mean") is None:
+            continue
+        size = max(20.0, 40.0 * (m.get("size_mb") or 1.0) ** 0.5)
+        ax.scatter(m["latency_p50_ms"], m["cosine_mean"], s=size,
+                   marker="o" if tower == "image" else "s", alpha=0.7)
+        ax.annotate(f"{backend}/{tower}/{quant}", (m["latency_p50_ms"], m["cosine_mean"]),
+                    fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("latency p50 (ms, host runtime)")
+    ax.set_ylabel("cosine vs fp32 reference (mean)")
+    ax.set_title("accuracy vs latency per artifact (marker area ~ size)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(out_dir: Path, records: list[Record], machine: dict | None = None,
+                 extra: dict | None = None, extra_md: str = "") -> dict:
+    """Write report.json, report.md and report.png into ``out_dir``; return the JSON object."""
+    out_dir = Path(out_dir)
+    machine = machine or machine_info()
+    obj = {"schema": SCHEMA, "machine": machine, "results": [asdict(r) for r in records]}
+    if extra:
+        obj.update(extra)
+    write_json_atomic(out_dir / "report.json", obj)
+    md = _markdown(records, machine, extra_md)
+    fd, tmp = tempfile.mkstemp(suffix=".md", dir=out_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(md)
+    os.replace(tmp, out_dir / "report.md")
+    _plot(records, out_dir / "report.png")
+    return obj
