@@ -33,8 +33,8 @@ def _cmd_list(args) -> int:
             print(f"{name:<24} {r.teacher:<40} {r.description}{mark}")
     elif what == "models":
         from .models import list_models
-        for name in list_models():
-            print(name)
+        for row in list_models(include_openclip=args.all):
+            print(f"{row['uri']:<48} {row['description']}")
     elif what == "backends":
         from .backends import BACKENDS
         for name, b in BACKENDS.items():
@@ -50,29 +50,67 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _load_recipe_target(args):
-    from .config import default_recipe, load_recipe, load_target
-    recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
-    target = load_target(args.target)
-    return recipe, target
-
-
 def _cmd_build(args) -> int:
+    from .config import default_recipe, list_targets, load_recipe, load_target
     from .plan import make_plan
-    recipe, target = _load_recipe_target(args)
-    out = Path(args.out) if args.out else None
-    plan = make_plan(recipe, target, out)
+    recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
+    names = list(list_targets()) if args.target == "all" else [args.target]
+    plans = []
+    for name in names:  # validate every plan before the first build starts
+        out = None
+        if args.out:
+            out = Path(args.out) / load_target(name).name if args.target == "all" else Path(args.out)
+        plans.append(make_plan(recipe, load_target(name), out))
     if args.plan:
-        print(plan.describe())
+        print("\n\n".join(p.describe() for p in plans))
         return 0
+    from .errors import VerificationFailed
     from .pipeline import run_build
-    return run_build(plan, force=args.force)
+    failed: list[VerificationFailed] = []
+    for plan in plans:  # targets share the teacher/distill/reference stages through the cache
+        try:
+            run_build(plan, force=args.force)
+        except VerificationFailed as e:
+            if len(plans) == 1:
+                raise
+            print(f"edgeclip: target {plan.target.name}: {e}", file=sys.stderr)
+            failed.append(e)
+    if failed:
+        raise VerificationFailed(f"{len(failed)} of {len(plans)} targets fell short; see above")
+    return 0
 
 
 def _cmd_info(args) -> int:
     from .models import describe, format_facts
     facts = describe(args.uri)
     print(json.dumps(facts, indent=2) if args.json else format_facts(facts))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .predict import predict
+    texts = list(args.text or [])
+    if args.labels:
+        texts += [t.strip() for t in args.labels.split(",") if t.strip()]
+    out = predict(Path(args.bundle), args.image, texts, backend=args.backend)
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    print(f"image artifact {out['image_artifact']}, text artifact {out['text_artifact']}")
+    for r in out["results"]:
+        print(f"\n{r['image']}")
+        for i, row in enumerate(r["ranking"][:args.top], 1):
+            print(f"  {i:>2}. {row['probability']:6.1%}  {row['text']}")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .predict import inspect_text
+    if args.json:
+        from .bundle import load_manifest
+        print(json.dumps(load_manifest(Path(args.bundle)), indent=2))
+    else:
+        print(inspect_text(Path(args.bundle)))
     return 0
 
 
@@ -86,15 +124,31 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list targets, recipes, models, quantization modes or backends")
     ls.add_argument("what", choices=["targets", "recipes", "models", "quant", "backends"])
+    ls.add_argument("--all", action="store_true", help="models: include open_clip's pretrained tags")
     ls.set_defaults(func=_cmd_list)
 
     b = sub.add_parser("build", help="distil, quantize, export, verify and bundle for a target")
-    b.add_argument("--target", required=True, help="target name (edgeclip list targets) or a .yaml path")
+    b.add_argument("--target", required=True, help="target name (edgeclip list targets), a .yaml path, or 'all'")
     b.add_argument("--recipe", help="recipe name or .yaml path (default: the embedded default recipe)")
     b.add_argument("--out", help="output folder (default: build/<recipe>/<target>)")
     b.add_argument("--plan", action="store_true", help="validate and print the stages, run nothing")
     b.add_argument("--force", metavar="STAGE", help="rerun from this stage on")
     b.set_defaults(func=_cmd_build)
+
+    pr = sub.add_parser("predict", help="rank labels or texts for images with a built bundle")
+    pr.add_argument("bundle", help="bundle folder (build/<recipe>/<target>)")
+    pr.add_argument("--image", nargs="+", required=True, help="image file(s)")
+    pr.add_argument("--labels", help="comma-separated labels, e.g. 'a cat,a dog'")
+    pr.add_argument("--text", nargs="+", help="texts to rank (alternative to --labels)")
+    pr.add_argument("--backend", help="use this backend's artifacts (default: the first that runs here)")
+    pr.add_argument("--top", type=int, default=5)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=_cmd_predict)
+
+    ins = sub.add_parser("inspect", help="print a bundle's manifest, sizes and metrics")
+    ins.add_argument("bundle")
+    ins.add_argument("--json", action="store_true")
+    ins.set_defaults(func=_cmd_inspect)
 
     i = sub.add_parser("info", help="parameters, FLOPs and preprocessing of a model URI")
     i.add_argument("uri", help="openclip:NAME[/TAG] | hf:ID | file:PATH | builtin:NAME")

@@ -19,7 +19,7 @@ from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TEACHER_SCHEMES, TOWE
 
 __all__ = [
     "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Target", "DataSource",
-    "DataConfig", "DistillStage", "QuantizationConfig", "ExportConfig", "Recipe",
+    "DataConfig", "PretrainConfig", "DistillStage", "QuantizationConfig", "ExportConfig", "Recipe",
     "load_target", "load_recipe", "default_recipe", "list_targets", "list_recipes",
     "search_dirs", "parse_model_uri", "DEFAULT_RECIPE",
 ]
@@ -164,6 +164,23 @@ class DistillStage:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Train the teacher from scratch with the CLIP loss on ``data.train`` before anything else:
+    how the offline default teacher (a builtin architecture) gets meaningful weights."""
+
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+
+    def __post_init__(self):
+        for k in ("steps", "batch_size"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k}: must be >= 1, found {getattr(self, k)}")
+
+
+@dataclass(frozen=True)
 class QuantizationConfig:
     modes: QuantForm | None = None          # replaces each backend's default modes
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-mode options
@@ -194,6 +211,7 @@ class Recipe:
     version: int = CONFIG_VERSION
     description: str = ""
     seed: int = 0
+    pretrain: PretrainConfig | None = None
     distill: tuple[DistillStage, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
@@ -203,9 +221,9 @@ class Recipe:
 
     def __post_init__(self):
         parse_model_uri(self.teacher)
-        if any(s.method for s in self.distill) and self.data.train is None:
-            raise ConfigError("data.train: distillation stages need training data; add data.train "
-                              "(e.g. {source: synthetic, samples: 2000})")
+        if (self.distill or self.pretrain) and self.data.train is None:
+            raise ConfigError("data.train: pretraining and distillation need training data; add "
+                              "data.train (e.g. {source: synthetic, samples: 2000})")
 
 
 def parse_model_uri(uri: str) -> tuple[str, str]:

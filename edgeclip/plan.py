@@ -34,6 +34,10 @@ class Plan:
 
     def stages(self) -> list[str]:
         s = [f"load teacher      {self.recipe.teacher}"]
+        pt = self.recipe.pretrain
+        if pt:
+            s.append(f"pretrain teacher  CLIP loss on {_describe_source(self.recipe.data.train)} "
+                     f"({pt.steps} steps, batch {pt.batch_size})")
         if self.recipe.distill:
             for i, st in enumerate(self.recipe.distill, 1):
                 who = st.student or "previous stage's student"

@@ -124,6 +124,7 @@ def test_bad_target_messages(tmp_path, text, fragments):
     (GOOD_RECIPE.replace("pal4:", "pal5:"), ["quantization", "'pal5'", "pal4"]),
     (GOOD_RECIPE.replace("  train: {source: synthetic, samples: 64}\n", "  eval: []\n"),
      ["data.train", "need training data"]),
+    (GOOD_RECIPE.replace("distill:", "pretrain: {steps: -1}\ndistill:"), ["pretrain", "steps: must be >= 1"]),
 ])
 def test_bad_recipe_messages(tmp_path, text, fragments):
     p = _write(tmp_path, text)

@@ -73,6 +73,18 @@ def machine_info() -> dict:
     return info
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def replace_with_mode(tmp: str | Path, dst: Path) -> None:
+    """os.replace, giving the new file normal permissions (mkstemp creates it 0600)."""
+    os.chmod(tmp, _umask_mode())
+    os.replace(tmp, dst)
+
+
 def write_json_atomic(path: Path, obj) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +93,7 @@ def write_json_atomic(path: Path, obj) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False, default=str)
             f.write("\n")
-        os.replace(tmp, path)
+        replace_with_mode(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -157,7 +169,7 @@ def _plot(records: list[Record], path: Path) -> None:
     os.close(fd)
     fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
+    replace_with_mode(tmp, path)
 
 
 def write_report(out_dir: Path, records: list[Record], machine: dict | None = None,
@@ -173,6 +185,6 @@ def write_report(out_dir: Path, records: list[Record], machine: dict | None = No
     fd, tmp = tempfile.mkstemp(suffix=".md", dir=out_dir)
     with os.fdopen(fd, "w") as f:
         f.write(md)
-    os.replace(tmp, out_dir / "report.md")
+    replace_with_mode(tmp, out_dir / "report.md")
     _plot(records, out_dir / "report.png")
     return obj

@@ -1,0 +1,116 @@
+"""Stage outputs keyed by a hash of their inputs, written through a temporary folder.
+
+A stage's folder only exists under its final name once the stage finished: it is built in
+``.tmp-<name>-<pid>`` and renamed into place, so an interrupted build leaves nothing that looks
+whole and a rerun redoes exactly the unfinished stages. Every decision (ran / cached) is
+appended to ``stage-log.jsonl`` so tests and users can see what a build did.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import InputError
+
+__all__ = ["StageCache", "stable_hash", "BuildLock"]
+
+
+def stable_hash(*parts: Any) -> str:
+    """Hash of JSON-serialisable parts (dataclasses via their dict), 16 hex digits."""
+    def default(o):
+        if hasattr(o, "__dataclass_fields__"):
+            return {k: getattr(o, k) for k in o.__dataclass_fields__}
+        if isinstance(o, Path):
+            return str(o)
+        if isinstance(o, (set, frozenset)):
+            return sorted(o)
+        raise TypeError(f"cannot hash {type(o).__name__}")
+    blob = json.dumps(parts, sort_keys=True, default=default, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class StageCache:
+    def __init__(self, root: Path, log_path: Path):
+        self.root = Path(root)
+        self.log_path = Path(log_path)
+        self.forced: set[str] = set()
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / f"{stage}-{key}"
+
+    def _log(self, stage: str, key: str, status: str, **extra) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps({"time": time.time(), "stage": stage, "key": key,
+                                "status": status, **extra}) + "\n")
+
+    def cached(self, stage: str, key: str) -> Path | None:
+        p = self.path(stage, key)
+        if p.is_dir() and (p / ".complete").exists() and stage.split(":")[0] not in self.forced:
+            self._log(stage, key, "cached")
+            return p
+        return None
+
+    @contextmanager
+    def build(self, stage: str, key: str) -> Iterator[Path]:
+        """Yield a temporary folder; on success it becomes the stage's folder atomically."""
+        final = self.path(stage, key)
+        tmp = self.root / f".tmp-{stage}-{key}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+            (tmp / ".complete").write_text(json.dumps({"stage": stage, "key": key}))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            self._log(stage, key, "ran")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def log(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+
+class BuildLock:
+    """An exclusive lock on an output folder: a second build into it is refused, not interleaved."""
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / ".edgeclip.lock"
+        self._fh = None
+
+    def __enter__(self):
+        import fcntl
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a+")
+        except OSError as e:
+            raise InputError(f"cannot write to output folder {self.path.parent} ({e.strerror}); "
+                             "choose a writable --out") from e
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise InputError(f"another edgeclip build is writing to {self.path.parent}; wait for "
+                             "it to finish or choose another --out") from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(str(os.getpid()))
+        self._fh.flush()
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
+        return False

@@ -1,0 +1,93 @@
+"""App-ready bundles: manifest.json (validated by a JSON Schema), sha256 of every file.
+
+A bundle folder holds the shipped artifacts, tokenizer files and test vectors, the label set,
+the reports and ``manifest.json``. ``load_manifest`` checks the schema and every file's sha256,
+so a tampered or truncated file is refused before an app or ``edgeclip predict`` uses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .backends.base import sha256_path
+from .errors import InputError
+from .verify.report import write_json_atomic
+
+__all__ = ["MANIFEST_SCHEMA", "manifest_schema", "file_hashes", "write_manifest", "load_manifest",
+           "validate_manifest"]
+
+MANIFEST_SCHEMA = "edgeclip.manifest/1"
+
+
+def manifest_schema() -> dict:
+    text = resources.files("edgeclip").joinpath("schemas/manifest.schema.json").read_text()
+    return json.loads(text)
+
+
+def validate_manifest(manifest: dict, where: str = "manifest.json") -> None:
+    import jsonschema
+    try:
+        jsonschema.validate(manifest, manifest_schema())
+    except jsonschema.ValidationError as e:
+        path = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise InputError(f"{where}: invalid manifest at {path}: {e.message}") from e
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(bundle_dir: Path) -> dict[str, str]:
+    """sha256 of every regular file in the bundle except the manifest and lock/log files."""
+    bundle_dir = Path(bundle_dir)
+    skip = {"manifest.json", ".edgeclip.lock", "stage-log.jsonl"}
+    out = {}
+    for p in sorted(bundle_dir.rglob("*")):
+        rel = p.relative_to(bundle_dir)
+        if p.is_file() and rel.parts[0] not in (".cache",) and rel.name not in skip \
+                and not rel.name.startswith(".tmp"):
+            out[str(rel)] = _sha256_file(p)
+    return out
+
+
+def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> dict:
+    """Fill in ``files`` and each artifact's sha256, validate, write atomically."""
+    bundle_dir = Path(bundle_dir)
+    manifest = dict(manifest)
+    manifest["schema"] = MANIFEST_SCHEMA
+    for a in manifest.get("artifacts", []):
+        a["sha256"] = sha256_path(bundle_dir / a["file"])
+    manifest["files"] = file_hashes(bundle_dir)
+    validate_manifest(manifest, str(bundle_dir / "manifest.json"))
+    write_json_atomic(bundle_dir / "manifest.json", manifest)
+    return manifest
+
+
+def load_manifest(bundle_dir: Path, check_files: bool = True) -> dict:
+    bundle_dir = Path(bundle_dir)
+    mpath = bundle_dir / "manifest.json"
+    if not mpath.is_file():
+        raise InputError(f"{bundle_dir}: no manifest.json; pass a bundle folder written by `edgeclip build`")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{mpath}: not valid JSON ({e.msg} at line {e.lineno}); rebuild the bundle") from e
+    validate_manifest(manifest, str(mpath))
+    if check_files:
+        for rel, digest in manifest["files"].items():
+            p = (bundle_dir / rel).resolve()
+            if bundle_dir.resolve() not in p.parents:
+                raise InputError(f"{mpath}: file entry {rel!r} points outside the bundle; refusing it")
+            if not p.is_file():
+                raise InputError(f"{bundle_dir}: {rel} is missing; the bundle is incomplete, rebuild it")
+            if _sha256_file(p) != digest:
+                raise InputError(f"{bundle_dir}: {rel} does not match its sha256 in manifest.json "
+                                 "(modified or corrupted); rebuild or re-download the bundle")
+    return manifest

@@ -1,0 +1,335 @@
+"""The stages of one build, each a function over ``pipeline.Build`` (see pipeline.py).
+
+Every stage computes its cache key from its inputs first, then either reuses the finished
+folder or builds it through a temporary one. Keys chain: an artifact's key includes the
+model's key, so a new student invalidates every artifact built from the old one.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._stage_cache import stable_hash
+from .errors import ConfigError
+from .plan import PlannedArtifact
+
+__all__ = ["FORCE_ORDER", "teacher_and_distill", "reference", "artifact", "select", "bundle"]
+
+FORCE_ORDER = ["teacher", "distill", "reference", "export", "verify", "bench", "bundle"]
+CALIBRATED = ("int8-static", "w8a8")
+_IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids",), ("text_embedding",))}
+
+
+def _load(model_dir: Path):
+    from .models import load_model
+    return load_model(f"file:{model_dir / 'model.safetensors'}").eval()
+
+
+def teacher_and_distill(b) -> tuple[Path, str]:
+    from .models import load_model, save_model
+    r = b.plan.recipe
+    key = stable_hash("teacher", r.teacher, r.seed, r.pretrain, r.data.train if r.pretrain else None,
+                      b.versions["torch"])
+
+    def run_teacher(tmp: Path):
+        model = load_model(r.teacher)
+        if r.pretrain:
+            _pretrain(model, r, b.cache.root / f"ckpt-teacher-{key}")
+        save_model(model, tmp / "model.safetensors")
+
+    what = "load + pretrain teacher" if r.pretrain else "load teacher"
+    model_dir = b.timed(f"{what} {r.teacher}", "teacher", key, b.cache, run_teacher)
+    for i, st in enumerate(r.distill):
+        from .distill import METHODS  # noqa: F401 - the registry says which methods exist
+        key = stable_hash("distill", key, st, r.data.train, r.seed)
+        prev = model_dir
+
+        def run_distill(tmp: Path, st=st, prev=prev):
+            METHODS.get(st.method).run(teacher_dir=prev, stage=st, recipe=r, out=tmp)
+
+        model_dir = b.timed(f"distill {i + 1}/{len(r.distill)} {st.method}", "distill", key, b.cache, run_distill)
+    return model_dir, key
+
+
+def _pretrain(model, r, checkpoint_dir: Path) -> None:
+    """CLIP-loss training from scratch; checkpoints outside the stage folder so a killed
+    build resumes from the last checkpoint instead of step 0."""
+    from .distill.pretrain import default_pretrain_data, pretrain_clip
+    src, pt = r.data.train, r.pretrain
+    if src.source != "synthetic":
+        raise ConfigError(f"pretrain: training a teacher from scratch on {src.source} data is not "
+                          "supported yet; use data.train.source: synthetic or a pretrained teacher")
+    data = default_pretrain_data(model.facts.image_size, r.seed, pool=min(src.samples or 4096, 4096))
+    pretrain_clip(model, data, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
+                  weight_decay=pt.weight_decay, warmup_steps=pt.warmup_steps, seed=r.seed,
+                  checkpoint_dir=str(checkpoint_dir))
+
+
+def reference(b, model_dir: Path, model_key: str) -> tuple[Path, str]:
+    from .evalset import load_eval_groups
+    from .models._preprocess import preprocess_images
+    from .verify.reference import compute_reference
+    r = b.plan.recipe
+    key = stable_hash("reference", model_key, r.data.eval, r.seed)
+
+    def run(tmp: Path):
+        m = _load(model_dir)
+        f = m.facts
+        groups = load_eval_groups(r.data.eval, f.image_size, r.seed)
+        ref = compute_reference(
+            m.image, m.text, m.tokenizer.encode,
+            lambda imgs: preprocess_images(imgs, f.image_size, f.mean, f.std, f.resize_mode).numpy(),
+            groups, m.logit_scale, model_key)
+        ref.save(tmp)
+        (tmp / "groups.json").write_text(json.dumps({g.name: {
+            "captions": g.captions, "class_names": list(g.class_names),
+            "class_prompts": g.class_prompts} for g in groups}, ensure_ascii=False))
+
+    d = b.timed("reference (fp32 torch)", "reference", key, b.cache, run)
+    return d, key
+
+
+def _calibration(model, tower: str, n: int, seed: int) -> list[tuple[np.ndarray, ...]]:
+    from .evalset import calibration_images
+    from .models._preprocess import preprocess_images
+    f = model.facts
+    images, caps = calibration_images(n, f.image_size, seed)
+    if tower == "image":
+        px = preprocess_images(images, f.image_size, f.mean, f.std, f.resize_mode).numpy()
+        return [(np.ascontiguousarray(px[i:i + 1]),) for i in range(n)]
+    ids = model.tokenizer.encode(caps).astype(np.int32)
+    return [(np.ascontiguousarray(ids[i:i + 1]),) for i in range(n)]
+
+
+def _entry(b, backend: str):
+    return next(e for e in b.plan.target.backends if e.backend == backend)
+
+
+def _load_artifact(folder: Path):
+    from .backends.base import Artifact
+    d = json.loads((folder / "artifact.json").read_text())
+    d.pop("size_bytes", None)
+    d["path"] = folder / d["path"]
+    return Artifact(**d)
+
+
+def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Path, ref_key: str):
+    from .backends import BACKENDS
+    from .backends.base import ExportSpec
+    from .pipeline import ArtifactResult
+    r, t = b.plan.recipe, b.plan.target
+    entry = _entry(b, p.backend)
+    q = r.quantization
+    label = f"{p.backend} {p.tower} {p.quant}"
+    export_key = stable_hash("export", model_key, p, entry.options, q.params.get(p.quant, {}),
+                             q.keep_float, q.calibration_samples if p.quant in CALIBRATED else 0,
+                             t.batch_size, b.versions)
+    backend = BACKENDS.get(p.backend)
+
+    def run_export(tmp: Path):
+        m = _load(model_dir)
+        tower = m.tower(p.tower)
+        example = tuple(x.contiguous() for x in tower.example_inputs(t.batch_size))
+        ins, outs = _IO_NAMES[p.tower]
+        calib = _calibration(m, p.tower, q.calibration_samples, r.seed) if p.quant in CALIBRATED else None
+        options = dict(entry.options)
+        options.update(q.params.get(p.quant, {}))
+        if q.keep_float:
+            options["keep_float"] = list(q.keep_float)
+        spec = ExportSpec(tower=p.tower, quant=p.quant, input_names=ins, output_names=outs,
+                          calibration=calib, options=options, name=f"{p.tower}-{p.quant}",
+                          metadata={"author": "edgeclip", "license": "see the teacher's license",
+                                    "description": f"{r.name} {p.tower} tower ({p.quant})",
+                                    "preprocessing": json.dumps(m.facts.to_dict())})
+        art = backend.export(tower, example, spec, tmp)
+        d = art.to_dict()
+        d["path"] = Path(art.path).name
+        (tmp / "artifact.json").write_text(json.dumps(d, indent=2, default=str))
+
+    export_dir = b.timed(f"export {label}", "export", export_key, b.cache, run_export)
+    art = _load_artifact(export_dir)
+    result = ArtifactResult(planned=p, artifact_dir=export_dir, artifact=art.to_dict())
+
+    verify_key = stable_hash("verify", export_key, ref_key)
+
+    def run_verify(tmp: Path):
+        from .verify.reference import Reference, evaluate
+        ref = Reference.load(ref_dir)
+        runner = backend.runner(art, threads=t.bench.threads)
+        if runner is None:
+            (tmp / "verify.json").write_text(json.dumps({"runner": None, "metrics": {}, "why": (
+                f"no {p.backend} runtime on this OS; the artifact was converted but not run")}))
+            return
+        if p.tower == "image":
+            outputs = {"image": _run_each(runner, ref.pixels)}
+        else:
+            outputs = {"text": _run_each(runner, ref.caption_ids), "prompt": _run_each(runner, ref.prompt_ids)}
+        metrics = evaluate(ref, p.tower, outputs)
+        (tmp / "verify.json").write_text(json.dumps({
+            "runner": runner.runtime, "emulated": bool(getattr(runner, "emulated", False)),
+            "metrics": metrics}))
+
+    vdir = b.timed(f"verify {label}", "verify", verify_key, b.cache, run_verify)
+    v = json.loads((vdir / "verify.json").read_text())
+    result.runner, result.metrics = v["runner"], v["metrics"]
+    result.emulated, result.verified = bool(v.get("emulated")), v["runner"] is not None
+
+    bench_key = stable_hash("bench", export_key, t.bench, b.versions)
+
+    def run_bench(tmp: Path):
+        from .verify.latency import measure_isolated
+        if result.runner is None:
+            (tmp / "bench.json").write_text(json.dumps(None))
+            return
+        absjson = tmp / "artifact.json"  # with the absolute path the worker loads
+        absjson.write_text(json.dumps(art.to_dict(), default=str))
+        lat = measure_isolated(absjson, _bench_inputs(art), t.bench.warmup, t.bench.runs, t.bench.threads)
+        (tmp / "bench.json").write_text(json.dumps(lat.to_dict()))
+
+    bdir = b.timed(f"bench {label}", "bench", bench_key, b.local, run_bench)
+    result.latency = json.loads((bdir / "bench.json").read_text())
+    return result
+
+
+def _bench_inputs(art) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(0)
+    out = []
+    for shape, dtype in zip(art.input_shapes, art.input_dtypes):
+        if "int" in dtype:
+            out.append(rng.integers(1, 1000, size=shape).astype(dtype))
+        else:
+            out.append(rng.standard_normal(shape).astype(dtype))
+    return tuple(out)
+
+
+def _run_each(runner, batch: np.ndarray) -> np.ndarray:
+    """Run a batch-1 artifact row by row."""
+    return np.concatenate([np.asarray(runner(np.ascontiguousarray(batch[i:i + 1]))).reshape(1, -1)
+                           for i in range(len(batch))]).astype(np.float32)
+
+
+def select(b, results) -> None:
+    """Gate each artifact, then ship per (backend, tower) the fastest variant that passed,
+    never a quantized one slower than its float sibling beyond the target's ratio."""
+    from .verify.gate import check_accuracy
+    r, t = b.plan.recipe, b.plan.target
+    for res in results:
+        entry = _entry(b, res.planned.backend)
+        th = t.thresholds.merged(entry.thresholds).merged(r.thresholds)
+        res.thresholds = th
+        if res.verified:
+            res.shortfalls = check_accuracy(_records(b, res), {res.name: th})
+    groups: dict[tuple, list] = {}
+    for res in results:
+        groups.setdefault((res.planned.backend, res.planned.tower), []).append(res)
+    for (_backend, _tower), rs in groups.items():
+        floats = [x for x in rs if x.planned.quant in ("fp32", "fp16") and x.latency]
+        base = min((x.latency["p50_ms"] for x in floats), default=None)
+        ok = []
+        for x in rs:
+            ratio = x.thresholds.max_latency_ratio_vs_fp32
+            if x.verified and x.shortfalls:
+                x.why_not_shipped = "below thresholds: " + ", ".join(s.metric for s in x.shortfalls)
+            elif (ratio and base and x.latency and x.planned.quant not in ("fp32", "fp16")
+                  and x.latency["p50_ms"] > base * ratio):
+                x.why_not_shipped = (f"slower than its float sibling ({x.latency['p50_ms']:.2f} ms vs "
+                                     f"{base:.2f} ms)")
+            else:
+                ok.append(x)
+        verified = [x for x in ok if x.verified]
+        if verified:
+            best = min(verified, key=lambda x: (x.latency["p50_ms"] if x.latency else 0.0,
+                                                x.artifact["size_bytes"]))
+        elif ok:  # nothing could run here (CoreML off macOS): ship the first, float, variant
+            best = ok[0]
+        else:
+            continue
+        best.shipped = True
+        for x in ok:
+            if x is not best:
+                x.why_not_shipped = f"{best.planned.quant} was chosen" + (
+                    " (faster)" if best.verified else " (the float variant, as nothing could be verified here)")
+
+
+def _records(b, res) -> list:
+    from .verify.report import METRIC_UNITS, Record
+    out = []
+    base = dict(model=b.plan.recipe.name, target=b.plan.target.name, backend=res.planned.backend,
+                tower=res.planned.tower, quant=res.planned.quant, runner=res.runner or "none",
+                emulated=res.emulated)
+    for k, v in res.metrics.items():
+        if k in METRIC_UNITS:
+            out.append(Record(**base, metric=k, value=v))
+    if res.latency:
+        for k, m in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"),
+                     ("load_ms", "load_ms"), ("peak_rss_mb", "peak_rss_mb")):
+            out.append(Record(**base, metric=m, value=res.latency[k]))
+    out.append(Record(**base, metric="size_mb", value=res.artifact["size_bytes"] / 1e6))
+    if res.artifact.get("delegated_fraction") is not None:
+        out.append(Record(**base, metric="delegated_fraction", value=res.artifact["delegated_fraction"]))
+    return out
+
+
+def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
+    from . import __version__
+    from .bundle import write_manifest
+    from .pipeline import copy_into
+    from .verify.report import write_report
+    out, r, t = b.plan.out_dir, b.plan.recipe, b.plan.target
+    t0 = time.perf_counter()
+    m = _load(model_dir)
+    (out / "artifacts").mkdir(parents=True, exist_ok=True)
+    tok_dir = out / "tokenizer"
+    tok_dir.mkdir(exist_ok=True)
+    tok_files = [Path(p).name for p in m.tokenizer.export(tok_dir)]
+    samples = ["a photo of a cat", "a small red square left of a blue circle", "一只猫的照片",
+               "Hello, World! 123", "a " * 100]
+    (tok_dir / "test_vectors.json").write_text(json.dumps(m.tokenizer.test_vectors(samples), ensure_ascii=False, indent=1))
+    records, arts = [], []
+    for res in results:
+        records += _records(b, res)
+        src = Path(res.artifact["path"])
+        entry = {"file": f"artifacts/{src.name}", "backend": res.planned.backend,
+                 "format": src.suffix, "tower": res.planned.tower, "quant": res.planned.quant,
+                 "inputs": _tensors(res.artifact, "input"), "outputs": _tensors(res.artifact, "output"),
+                 "size_bytes": res.artifact["size_bytes"], "shipped": res.shipped,
+                 "why_not_shipped": res.why_not_shipped, "runtime": res.runner,
+                 "metrics": {**res.metrics, **({"latency_p50_ms": res.latency["p50_ms"]} if res.latency else {})},
+                 "delegated_fraction": res.artifact.get("delegated_fraction"),
+                 "not_delegated": res.artifact.get("not_delegated", []), "notes": res.artifact.get("notes", [])}
+        if res.shipped:
+            dst = out / "artifacts" / f"{res.planned.backend}-{src.name}"
+            copy_into(src, dst)
+            entry["file"] = f"artifacts/{dst.name}"
+            arts.append(entry)
+    write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}})
+    f = m.facts
+    manifest = {
+        "edgeclip_version": __version__,
+        "model": {"recipe": r.name, "uri": r.teacher if not r.distill else f"{r.name}:student",
+                  "embed_dim": f.embed_dim, "logit_scale": float(m.logit_scale), "weights": f.weights,
+                  "params": {"image": f.params_image, "text": f.params_text},
+                  "flops": {"image": f.flops_image, "text": f.flops_text}},
+        "target": {"name": t.name, "platform": t.platform},
+        "preprocessing": {"image_size": f.image_size, "mean": list(f.mean), "std": list(f.std),
+                          "resize_mode": f.resize_mode, "input_layout": "NCHW", "input_dtype": "float32",
+                          "in_graph": False},
+        "tokenizer": {"type": m.tokenizer.kind, "context_length": m.tokenizer.context_length,
+                      "vocab_size": m.tokenizer.vocab_size,
+                      "files": [f"tokenizer/{n}" for n in tok_files], "test_vectors": "tokenizer/test_vectors.json"},
+        "labels": None,
+        "artifacts": arts,
+        "versions": b.versions,
+    }
+    write_manifest(out, manifest)
+    b.progress.step("bundle", "done", time.perf_counter() - t0)
+    return out / "report.md"
+
+
+def _tensors(art: dict, kind: str) -> list[dict]:
+    return [{"name": n, "shape": list(s), "dtype": d} for n, s, d in
+            zip(art[f"{kind}_names"], art[f"{kind}_shapes"], art[f"{kind}_dtypes"])]
+

@@ -1,0 +1,161 @@
+"""The reference bundle (DESIGN.md): fp32 torch outputs on the fixed evaluation set.
+
+``compute_reference`` runs the fp32 towers (on CUDA when present, else CPU, recorded) over
+the evaluation groups and returns a ``Reference``; ``save``/``load`` write ``reference.npz`` +
+``reference.json`` so a reference made on a GPU machine can be reused by CPU-only CI.
+``evaluate`` scores one artifact's outputs against it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .metrics import embedding_metrics, retrieval_agreement
+from .report import write_json_atomic
+
+__all__ = ["Reference", "compute_reference", "evaluate", "class_embeddings"]
+
+
+@dataclass
+class Reference:
+    arrays: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["arrays"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        np.savez_compressed(folder / "reference.npz", **self.arrays)
+        write_json_atomic(folder / "reference.json", self.info)
+
+    @classmethod
+    def load(cls, folder: Path) -> "Reference":
+        folder = Path(folder)
+        with np.load(folder / "reference.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls(arrays, json.loads((folder / "reference.json").read_text()))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def class_embeddings(prompt_emb: np.ndarray, prompt_class: np.ndarray, n_classes: int) -> np.ndarray:
+    """Mean of each class's prompt embeddings, renormalized (CLIP's prompt ensembling)."""
+    out = np.zeros((n_classes, prompt_emb.shape[1]), np.float64)
+    for c in range(n_classes):
+        rows = prompt_emb[prompt_class == c]
+        if len(rows):
+            out[c] = rows.mean(0)
+    return _unit(out).astype(np.float32)
+
+
+def _run_torch(module, batches: np.ndarray, device: str, batch_size: int = 32) -> np.ndarray:
+    import torch
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(batches), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(batches[i:i + batch_size])).to(device)
+            outs.append(module(x).float().cpu().numpy())
+    return np.concatenate(outs).astype(np.float32)
+
+
+def compute_reference(image_tower, text_tower, encode_text: Callable[[list[str]], np.ndarray],
+                      pixels_of: Callable[[np.ndarray], np.ndarray], groups, logit_scale: float,
+                      model_hash: str, device: str | None = None) -> Reference:
+    """``groups`` are ``evalset.Group``; English prompts drive zero-shot metrics."""
+    import torch
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pixels, image_group, labels = [], [], []
+    cap_text, cap_image, cap_lang = [], [], []
+    prm_text, prm_class = [], []
+    class_names, class_group, offset, n_img = [], [], 0, 0
+    for gi, g in enumerate(groups):
+        pixels.append(pixels_of(g.images))
+        n = len(g.images)
+        image_group += [gi] * n
+        labels += (list(g.labels + offset) if g.labels is not None else [-1] * n)
+        for lang, caps in g.captions.items():
+            cap_text += caps
+            cap_image += list(range(n_img, n_img + n))
+            cap_lang += [lang] * n
+        if g.class_prompts:
+            for c, templates in enumerate(g.class_prompts["en"]):
+                prm_text += templates
+                prm_class += [offset + c] * len(templates)
+            class_names += list(g.class_names)
+            class_group += [gi] * len(g.class_names)
+            offset += len(g.class_names)
+        n_img += n
+    a: dict[str, np.ndarray] = {
+        "pixels": np.ascontiguousarray(np.concatenate(pixels).astype(np.float32)),
+        "image_group": np.array(image_group, np.int32), "labels": np.array(labels, np.int64),
+        "caption_ids": encode_text(cap_text).astype(np.int32),
+        "caption_image": np.array(cap_image, np.int64), "caption_lang": np.array(cap_lang),
+        "prompt_ids": encode_text(prm_text).astype(np.int32) if prm_text else np.zeros((0, 1), np.int32),
+        "prompt_class": np.array(prm_class, np.int64), "class_group": np.array(class_group, np.int32),
+    }
+    img = image_tower.to(device).eval()
+    txt = text_tower.to(device).eval()
+    a["image_emb"] = _run_torch(img, a["pixels"], device)
+    a["text_emb"] = _run_torch(txt, a["caption_ids"], device)
+    a["prompt_emb"] = _run_torch(txt, a["prompt_ids"], device) if prm_text else np.zeros((0, a["image_emb"].shape[1]), np.float32)
+    img.to("cpu")
+    txt.to("cpu")
+    info = {"device": device, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+            "torch": torch.__version__, "model_hash": model_hash, "logit_scale": float(logit_scale),
+            "groups": [g.name for g in groups], "class_names": class_names,
+            "counts": {"images": int(n_img), "captions": len(cap_text), "prompts": len(prm_text)}}
+    return Reference(a, info)
+
+
+def _labelled_rows(ref: Reference):
+    """Labelled images, and for each the global indices of its own group's classes."""
+    rows, logits_idx = np.flatnonzero(ref.labels >= 0), []
+    for i in rows:
+        logits_idx.append(np.flatnonzero(ref.class_group == ref.image_group[i]))
+    return rows, logits_idx
+
+
+def _group_argmax(emb, class_emb, rows, cls_idx):
+    return np.array([cls_idx[k][np.argmax(class_emb[cls_idx[k]] @ emb[i])] for k, i in enumerate(rows)])
+
+
+def evaluate(ref: Reference, tower: str, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Metrics of an artifact's outputs. Image towers give ``{"image": [N,D]}``; text towers
+    ``{"text": [M,D], "prompt": [P,D]}`` (captions then prompts, as in the reference)."""
+    n_classes = len(ref.class_group)
+    ref_cls = class_embeddings(ref.prompt_emb, ref.prompt_class, n_classes) if n_classes else None
+    en = ref.caption_lang == "en"
+    if tower == "image":
+        out_img, out_cls = outputs["image"], ref_cls
+        m = embedding_metrics(ref.image_emb, out_img)
+        m["r1_agreement"] = retrieval_agreement(ref.image_emb, ref.text_emb[en], out_img, ref.text_emb[en], k=1)
+        m["r5_agreement"] = retrieval_agreement(ref.image_emb, ref.text_emb[en], out_img, ref.text_emb[en], k=5)
+    elif tower == "text":
+        out_img = ref.image_emb
+        out_cls = class_embeddings(outputs["prompt"], ref.prompt_class, n_classes) if n_classes else None
+        both_ref = np.concatenate([ref.text_emb, ref.prompt_emb])
+        both_out = np.concatenate([outputs["text"], outputs["prompt"]])
+        m = embedding_metrics(both_ref, both_out)
+        m["r1_agreement"] = retrieval_agreement(ref.image_emb, ref.text_emb[en], ref.image_emb, outputs["text"][en], k=1)
+        m["r5_agreement"] = retrieval_agreement(ref.image_emb, ref.text_emb[en], ref.image_emb, outputs["text"][en], k=5)
+    else:
+        raise ValueError(f"no evaluation for tower {tower!r}")
+    if n_classes:
+        rows, cls_idx = _labelled_rows(ref)
+        ref_pred = _group_argmax(ref.image_emb, ref_cls, rows, cls_idx)
+        out_pred = _group_argmax(out_img, out_cls, rows, cls_idx)
+        m["top1_agreement"] = float(np.mean(ref_pred == out_pred))
+        m["zero_shot_top1"] = float(np.mean(out_pred == ref.labels[rows]))
+        m["reference_zero_shot_top1"] = float(np.mean(ref_pred == ref.labels[rows]))
+    return m
+
