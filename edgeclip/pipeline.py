@@ -9,9 +9,11 @@ share them (``--target all``).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,15 +85,22 @@ class Build:
         n_art = len(plan.artifacts)
         self.progress = Progress(2 + len(plan.recipe.distill) + 3 * n_art + 1)
 
-    def timed(self, label: str, stage: str, key: str, cache: StageCache, fn):
-        """Return the stage folder, running ``fn(tmp_folder)`` only when not cached."""
+    def timed(self, label: str, stage: str, key: str, cache: StageCache, fn, quiet: bool = False):
+        """Return the stage folder, running ``fn(tmp_folder)`` only when not cached.
+
+        ``quiet``: the toolchains' own chatter (converter banners, C++ logs) goes to the stage's
+        ``log.txt`` instead of the terminal; on failure its last lines are shown."""
         t0 = time.perf_counter()
         hit = cache.cached(stage, key)
         if hit is not None:
             self.progress.step(label, "cached", time.perf_counter() - t0)
             return hit
         with cache.build(stage, key) as tmp:
-            fn(tmp)
+            if quiet:
+                with capture_fds(tmp / "log.txt"):
+                    fn(tmp)
+            else:
+                fn(tmp)
         self.progress.step(label, "done", time.perf_counter() - t0)
         return cache.path(stage, key)
 
@@ -149,6 +158,36 @@ def summary_table(results: list[ArtifactResult], report_path: Path) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(["", *lines, "", f"report: {report_path}"])
+
+
+@contextmanager
+def capture_fds(log_path: Path):
+    """Send fds 1 and 2 (Python and C++ writers alike) to ``log_path`` for the duration; on an
+    exception, echo the log's tail to the real stderr so the cause is not hidden."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "wb") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            tail = Path(log_path).read_text(errors="replace").splitlines()[-15:]
+            if tail:
+                print("  | " + "\n  | ".join(tail), file=sys.stderr)
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def copy_into(src: Path, dst: Path) -> None:

@@ -149,7 +149,7 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
         d["path"] = Path(art.path).name
         (tmp / "artifact.json").write_text(json.dumps(d, indent=2, default=str))
 
-    export_dir = b.timed(f"export {label}", "export", export_key, b.cache, run_export)
+    export_dir = b.timed(f"export {label}", "export", export_key, b.cache, run_export, quiet=True)
     art = _load_artifact(export_dir)
     result = ArtifactResult(planned=p, artifact_dir=export_dir, artifact=art.to_dict())
 
@@ -172,7 +172,7 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
             "runner": runner.runtime, "emulated": bool(getattr(runner, "emulated", False)),
             "metrics": metrics}))
 
-    vdir = b.timed(f"verify {label}", "verify", verify_key, b.cache, run_verify)
+    vdir = b.timed(f"verify {label}", "verify", verify_key, b.cache, run_verify, quiet=True)
     v = json.loads((vdir / "verify.json").read_text())
     result.runner, result.metrics = v["runner"], v["metrics"]
     result.emulated, result.verified = bool(v.get("emulated")), v["runner"] is not None
@@ -189,7 +189,7 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
         lat = measure_isolated(absjson, _bench_inputs(art), t.bench.warmup, t.bench.runs, t.bench.threads)
         (tmp / "bench.json").write_text(json.dumps(lat.to_dict()))
 
-    bdir = b.timed(f"bench {label}", "bench", bench_key, b.local, run_bench)
+    bdir = b.timed(f"bench {label}", "bench", bench_key, b.local, run_bench, quiet=True)
     result.latency = json.loads((bdir / "bench.json").read_text())
     return result
 
