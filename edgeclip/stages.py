@@ -212,8 +212,9 @@ def _run_each(runner, batch: np.ndarray) -> np.ndarray:
 
 
 def select(b, results) -> None:
-    """Gate each artifact, then ship per (backend, tower) the fastest variant that passed,
-    never a quantized one slower than its float sibling beyond the target's ratio."""
+    """Gate each artifact, then ship per (backend, tower) the smallest variant that passed the
+    accuracy gates, never a quantized one slower than its float sibling beyond the target's
+    ``max_latency_ratio_vs_fp32``."""
     from .verify.gate import check_accuracy
     r, t = b.plan.recipe, b.plan.target
     for res in results:
@@ -240,9 +241,9 @@ def select(b, results) -> None:
             else:
                 ok.append(x)
         verified = [x for x in ok if x.verified]
-        if verified:
-            best = min(verified, key=lambda x: (x.latency["p50_ms"] if x.latency else 0.0,
-                                                x.artifact["size_bytes"]))
+        if verified:  # accurate enough and not slower than float: the smallest wins
+            best = min(verified, key=lambda x: (x.artifact["size_bytes"],
+                                                x.latency["p50_ms"] if x.latency else 0.0))
         elif ok:  # nothing could run here (CoreML off macOS): ship the first, float, variant
             best = ok[0]
         else:
@@ -251,7 +252,8 @@ def select(b, results) -> None:
         for x in ok:
             if x is not best:
                 x.why_not_shipped = f"{best.planned.quant} was chosen" + (
-                    " (faster)" if best.verified else " (the float variant, as nothing could be verified here)")
+                    " (smaller, passed the same gates)" if best.verified
+                    else " (the float variant, as nothing could be verified here)")
 
 
 def _records(b, res) -> list:
