@@ -40,12 +40,16 @@ class BundleRunner:
                                output_shapes=[t["shape"] for t in a["outputs"]],
                                output_dtypes=[t["dtype"] for t in a["outputs"]])
                 r = BACKENDS.get(a["backend"]).runner(art, threads=threads)
+                if r is None and a["backend"] == "coreml":  # off macOS: the MIL interpreter
+                    from .verify.mil import MILRunner
+                    r = MILRunner(art, threads=threads)
                 if r is not None:
                     self.runners[tower] = (a, r)
                     break
             else:
                 raise InputError(f"{self.dir}: no {tower} artifact can run on this OS "
-                                 f"({', '.join(a['backend'] for a in cands)}); CoreML needs macOS")
+                                 f"({', '.join(a['backend'] for a in cands)}); a CoreML-delegated "
+                                 ".pte needs an Apple device")
         from .models.tokenizers import load_tokenizer
         self.tokenizer = load_tokenizer(self.dir / "tokenizer")
 

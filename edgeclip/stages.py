@@ -20,6 +20,7 @@ __all__ = ["FORCE_ORDER", "teacher_and_distill", "reference", "artifact", "selec
 
 FORCE_ORDER = ["teacher", "distill", "reference", "export", "verify", "bench", "bundle"]
 CALIBRATED = ("int8-static", "w8a8")
+MIL_INTERPRETER_VERSION = 1  # bump when edgeclip.verify.mil changes what it computes
 _IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids",), ("text_embedding",))}
 
 
@@ -130,7 +131,9 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
     backend = BACKENDS.get(p.backend)
 
     def run_export(tmp: Path):
+        from .models import reparameterize
         m = _load(model_dir)
+        reparameterize(m)  # fold MobileOne/RepMixer branches: same outputs, one conv each
         tower = m.tower(p.tower)
         example = tuple(x.contiguous() for x in tower.example_inputs(t.batch_size))
         ins, outs = _IO_NAMES[p.tower]
@@ -153,12 +156,15 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
     art = _load_artifact(export_dir)
     result = ArtifactResult(planned=p, artifact_dir=export_dir, artifact=art.to_dict())
 
-    verify_key = stable_hash("verify", export_key, ref_key)
+    verify_key = stable_hash("verify", export_key, ref_key, MIL_INTERPRETER_VERSION)
 
     def run_verify(tmp: Path):
         from .verify.reference import Reference, evaluate
         ref = Reference.load(ref_dir)
         runner = backend.runner(art, threads=t.bench.threads)
+        if runner is None and p.backend == "coreml":  # off macOS: the reference MIL interpreter
+            from .verify.mil import MILRunner
+            runner = MILRunner(art, threads=t.bench.threads)
         if runner is None:
             (tmp / "verify.json").write_text(json.dumps({"runner": None, "metrics": {}, "why": (
                 f"no {p.backend} runtime on this OS; the artifact was converted but not run")}))
@@ -181,7 +187,7 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
 
     def run_bench(tmp: Path):
         from .verify.latency import measure_isolated
-        if result.runner is None:
+        if result.runner is None or result.emulated:  # an interpreter's latency means nothing
             (tmp / "bench.json").write_text(json.dumps(None))
             return
         absjson = tmp / "artifact.json"  # with the absolute path the worker loads
