@@ -37,6 +37,9 @@ class ExportSpec:
     options: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)  # author, license, description, preprocessing
     name: str = "model"             # file stem of the artifact
+    # the validated edgeclip.quantize config for ``quant`` (its parameters and per-layer
+    # overrides); None means that mode's defaults
+    quant_config: Any = None
 
 
 @dataclass
@@ -96,6 +99,9 @@ class Backend(Protocol):
 
     def runner(self, artifact: Artifact, threads: int = 2) -> Runner | None:
         """None where this OS has no runtime for the format (CoreML off macOS)."""
+
+    def why_no_runner(self, artifact: Artifact) -> str | None:
+        """Why ``runner(artifact)`` is None here (e.g. a CoreML-delegated .pte on Linux)."""
 
 
 BACKENDS: Registry[Backend] = Registry("backend")

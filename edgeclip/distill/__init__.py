@@ -1,0 +1,55 @@
+"""Distillation: losses (pure functions), the shared trainer, and one module per method.
+
+    METHODS                     Registry("distillation method"): name -> module with
+                                run(teacher_dir, stage, recipe, out); methods register on import
+    clip_loss(image_emb, text_emb, logit_scale)      symmetric InfoNCE, gathered across ranks
+    gather_features(x)                               all_gather, gradient kept for the local shard
+    Trainer(module, loss_fn, data, TrainConfig(...)).fit(stop_at=None) -> TrainResult
+    StepBatches(dataset, batch_size, seed=, collate=)  step -> batch, resumable, rank-sharded
+    pretrain_clip(model, data=None, steps, batch_size, lr, weight_decay, warmup_steps, seed,
+                  device) -> ClipModel               train a CLIP from scratch (default teacher)
+    zero_shot_accuracy(model, kind, n, split) / evaluate_synthetic(model)
+
+Importing this package imports neither torch nor any method: names load on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..registry import Registry
+
+__all__ = [
+    "METHODS", "clip_loss", "clip_logits", "gather_features", "Trainer", "TrainConfig",
+    "TrainResult", "StepBatches", "pretrain_clip", "train_clip", "PRETRAIN_DEFAULTS",
+    "zero_shot_accuracy", "evaluate_synthetic", "ZeroShotScore",
+]
+
+METHODS: Registry = Registry("distillation method")
+
+
+class _LazyMethod:
+    """Stands in the registry for ``edgeclip.distill.<module>``, imported on first attribute use,
+    so listing methods stays light: ``METHODS.register("tinyclip", _LazyMethod("tinyclip"))``."""
+
+    def __init__(self, module: str):
+        self.module = module
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(f".{self.module}", __name__), attr)
+
+
+# Methods register here as they land, e.g. METHODS.register("tinyclip", _LazyMethod("tinyclip")).
+
+_LAZY = {
+    "clip_loss": "losses", "clip_logits": "losses", "gather_features": "losses",
+    "Trainer": "trainer", "TrainConfig": "trainer", "TrainResult": "trainer",
+    "StepBatches": "batches",
+    "pretrain_clip": "pretrain", "train_clip": "pretrain", "PRETRAIN_DEFAULTS": "pretrain",
+    "zero_shot_accuracy": "evaluate", "evaluate_synthetic": "evaluate", "ZeroShotScore": "evaluate",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""LiteRT and ONNX specifics: I/O names from the runtime, overrides, options, reuse."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeclip.backends import BACKENDS, ExportSpec
+from edgeclip.errors import ConfigError
+from edgeclip.quantize import make_method
+
+from _backends_towers import make_tower
+
+pytestmark = pytest.mark.toolchain
+litert, onnx_b = BACKENDS.get("litert"), BACKENDS.get("onnx")
+
+
+def test_litert_names_and_shapes_come_from_the_interpreter(exports):
+    from ai_edge_litert.interpreter import Interpreter
+
+    art = exports.get("litert", "text", "fp32").artifact
+    it = Interpreter(model_path=str(art.path))
+    sig = it.get_signature_list()["serving_default"]
+    assert sig == {"inputs": ["input_ids"], "outputs": ["embedding"]}
+    assert art.input_names == ["input_ids"] and art.input_dtypes == ["int32"]
+    assert art.input_shapes == [[1, 16]] and art.output_shapes == [[1, 32]]
+    assert 0.5 < art.delegated_fraction < 1.0 and any(s.startswith("ARG_MAX") for s in art.not_delegated)
+
+
+def test_litert_static_keeps_float_io(exports):
+    art = exports.get("litert", "vit", "int8-static").artifact
+    assert art.input_dtypes == ["float32"] and art.output_dtypes == ["float32"]
+
+
+def test_litert_overrides_keep_named_layers_float(tmp_path):
+    from conftest import get_case
+
+    case = get_case("text")
+    cfg = make_method("int8-dynamic", overrides={"op_name": {"blocks.0.mlp.*": "fp32"},
+                                                 "op_type": {"embedding": "fp32"}})
+    spec = ExportSpec(tower="text", quant="int8-dynamic", quant_config=cfg, name="pinned")
+    art = litert.export(case.tower, case.example, spec, tmp_path)
+    assert sorted(art.not_quantized) == ["EMBEDDING_LOOKUP token_embedding",
+                                         "FULLY_CONNECTED blocks.0.mlp.0", "FULLY_CONNECTED blocks.0.mlp.2"]
+    y = litert.runner(art)(*case.inputs[1])
+    assert np.dot(y.ravel(), case.reference[1].ravel()) > 0.999
+
+
+def test_litert_reuses_the_fp32_conversion_only_for_the_same_weights(tmp_path):
+    import torch
+
+    m = make_tower("conv", seed=3)
+    a = litert.export(m, m.example_inputs(), ExportSpec(tower="image", name="a"), tmp_path)
+    b = litert.export(m, m.example_inputs(), ExportSpec(tower="image", quant="fp16", name="b"), tmp_path)
+    assert any("reused" in n for n in b.notes) and not any("reused" in n for n in a.notes)
+    with torch.no_grad():
+        m.head.bias += 1.0
+    c = litert.export(m, m.example_inputs(), ExportSpec(tower="image", name="c"), tmp_path)
+    assert not any("reused" in n for n in c.notes)
+    x = np.ascontiguousarray(m.example_inputs()[0].numpy())
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    assert np.allclose(litert.runner(c)(x), ref, atol=1e-5)
+    assert not np.allclose(litert.runner(a)(x), ref, atol=1e-3)
+
+
+def test_litert_per_block_weight_quant_is_refused(tmp_path):
+    m = make_tower("conv")
+    cfg = make_method("int8-weight", {"granularity": "per_block"})
+    with pytest.raises(ConfigError, match="per_block"):
+        litert.export(m, m.example_inputs(), ExportSpec(tower="image", quant="int8-weight", quant_config=cfg), tmp_path)
+
+
+def test_onnx_io_names_survive_an_internal_name_collision(exports):
+    """The text tower has an internal value named ``embedding`` (the aten.embedding output);
+    naming the graph output ``embedding`` must not produce a duplicate definition."""
+    import onnx
+
+    art = exports.get("onnx", "text", "fp32").artifact
+    model = onnx.load(str(art.path))
+    onnx.checker.check_model(model)
+    assert [o.name for o in model.graph.output] == ["embedding"] and art.output_names == ["embedding"]
+    assert [i.name for i in model.graph.input] == ["input_ids"]
+    produced = [o for n in model.graph.node for o in n.output]
+    assert len(produced) == len(set(produced)) and "embedding__internal" in produced
+    assert {p.key: p.value for p in model.metadata_props}["author"] == "edgeclip tests"
+
+
+def test_onnx_fp16_offered_only_with_onnxconverter_common(tmp_path):
+    import importlib.util
+
+    has = importlib.util.find_spec("onnxconverter_common") is not None
+    assert ("fp16" in onnx_b.quant_modes) == has
+    if not has:
+        m = make_tower("conv")
+        with pytest.raises(ConfigError, match="supported: fp32, int8-dynamic, int8-static"):
+            onnx_b.export(m, m.example_inputs(), ExportSpec(tower="image", quant="fp16"), tmp_path)
+
+
+def test_onnx_dynamic_reduce_range_and_overrides(tmp_path):
+    from conftest import get_case
+
+    case = get_case("vit")
+    cfg = make_method("int8-dynamic", {"reduce_range": False}, {"op_name": {"proj": "fp32"}})
+    art = onnx_b.export(case.tower, case.example,
+                        ExportSpec(tower="image", quant="int8-dynamic", quant_config=cfg, name="rr"), tmp_path)
+    assert any("reduce_range=False" in n for n in art.notes)
+    assert art.not_quantized == ["MatMul proj"]
+    y = onnx_b.runner(art)(*case.inputs[2])
+    assert y.shape == case.reference[2].shape and np.isfinite(y).all()
