@@ -58,6 +58,10 @@ def export_error(backend: str, spec: "ExportSpec", stage: str, err: BaseExceptio
 
 def resolve_method(backend, spec: "ExportSpec") -> QuantMethod:
     """The validated QuantMethod for ``spec``; ConfigError when the backend lacks the mode."""
+    from ..names import TOWERS
+
+    if spec.tower not in TOWERS:
+        raise ConfigError(f"ExportSpec.tower={spec.tower!r}; allowed: {', '.join(TOWERS)}")
     if spec.quant not in backend.quant_modes:
         raise ConfigError(
             f"{backend.name} cannot produce quantization {spec.quant!r}; supported: "

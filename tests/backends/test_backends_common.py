@@ -51,6 +51,12 @@ def test_unsupported_quant_is_a_config_error_listing_supported(backend, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unknown_tower_name_is_a_config_error(tmp_path):
+    m = make_tower("conv")
+    with pytest.raises(ConfigError, match="allowed: image, text, zero-shot-head"):
+        BACKENDS.get("onnx").export(m, m.example_inputs(), ExportSpec(tower="vision"), tmp_path)
+
+
 def test_quant_config_must_match_quant(tmp_path):
     m = make_tower("conv")
     spec = ExportSpec(tower="image", quant="int8-dynamic", quant_config=make_method("int8-static"))
