@@ -167,10 +167,12 @@ def test_import_is_light_and_methods_registry_exists():
 
 @pytest.mark.slow
 def test_short_pretraining_beats_chance_clearly():
-    torch.manual_seed(0)
+    # ~25 CPU-seconds: colour reaches ~52% (chance 12.5%), held-out shape-colour ~10% (chance
+    # 1.6%); zero-shot shape needs far more than this budget (see the distill report).
     m = micro(text={"width": 64, "layers": 2, "heads": 4, "embed_dim": 64},
               image={"width": 64, "layers": 2, "heads": 4, "embed_dim": 64, "image_size": 32, "patch_size": 8})
-    pretrain_clip(m, default_pretrain_data(32, pool=512), steps=120, batch_size=64, lr=3e-3,
-                  weight_decay=0.1, warmup_steps=10, device="cpu", progress=False)
-    scores = evaluate_synthetic(m, kinds=("colour", "shape"), n=96)
-    assert scores["colour"].accuracy >= 3 * scores["colour"].chance, scores
+    pretrain_clip(m, default_pretrain_data(32, pool=256), steps=200, batch_size=64, lr=1e-3,
+                  weight_decay=0.1, warmup_steps=33, device="cpu", progress=False)
+    scores = evaluate_synthetic(m, kinds=("colour", "shape-colour"), n=96)
+    for kind, score in scores.items():
+        assert score.accuracy >= 3 * score.chance, score
