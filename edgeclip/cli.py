@@ -114,6 +114,37 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .errors import InputError
+    from .verify.compare import compare_reports, parse_fraction
+    from .verify.gate import format_shortfalls
+    from .verify.report import read_report
+
+    path = Path(args.report)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.exists():
+        raise InputError(f"{args.report}: no report.json there; pass a bundle folder built by "
+                         "'edgeclip build' or a report.json path")
+    new = read_report(path)
+    if not args.baseline:
+        print(f"{path}: {len(new['results'])} records; pass --baseline OLD.json to gate on regressions")
+        return 0
+    base = read_report(Path(args.baseline))
+    regressions, notes = compare_reports(new, base, parse_fraction(args.max_regression, "--max-regression"),
+                                         parse_fraction(args.max_accuracy_drop, "--max-accuracy-drop"))
+    for n in notes:
+        print(f"note: {n}")
+    if regressions:
+        print(f"{len(regressions)} regression(s) against {args.baseline} "
+              f"(latency > +{args.max_regression}, accuracy < -{args.max_accuracy_drop}):")
+        print(format_shortfalls(regressions))
+        return 1
+    print(f"no regressions against {args.baseline} (latency within +{args.max_regression}, "
+          f"accuracy within -{args.max_accuracy_drop})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edgeclip",
@@ -149,6 +180,14 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("bundle")
     ins.add_argument("--json", action="store_true")
     ins.set_defaults(func=_cmd_inspect)
+
+    be = sub.add_parser("bench", help="gate a build's report against a stored baseline (CI)")
+    be.add_argument("report", help="bundle folder (its report.json) or a report.json path")
+    be.add_argument("--baseline", help="an earlier report.json to compare with")
+    be.add_argument("--max-regression", default="10%", help="allowed p50 latency growth (default 10%%)")
+    be.add_argument("--max-accuracy-drop", default="0.005",
+                    help="allowed absolute drop of cosine/agreement/accuracy metrics (default 0.005)")
+    be.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("info", help="parameters, FLOPs and preprocessing of a model URI")
     i.add_argument("uri", help="openclip:NAME[/TAG] | hf:ID | file:PATH | builtin:NAME")

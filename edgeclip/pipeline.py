@@ -28,8 +28,10 @@ __all__ = ["run_build", "Progress", "ArtifactResult"]
 class Progress:
     """One line per step on stderr: [i/N] stage, elapsed, estimated time left."""
 
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.t0, self.stream = total, 0, time.perf_counter(), stream
+    def __init__(self, total: int, stream=None):
+        # sys.stderr looked up now, not at import: it may have been replaced since (tests, notebooks)
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        self.stream = stream if stream is not None else sys.stderr
 
     def step(self, label: str, status: str, seconds: float) -> None:
         self.done += 1

@@ -278,6 +278,9 @@ def _records(b, res) -> list:
     out.append(Record(**base, metric="size_mb", value=res.artifact["size_bytes"] / 1e6))
     if res.artifact.get("delegated_fraction") is not None:
         out.append(Record(**base, metric="delegated_fraction", value=res.artifact["delegated_fraction"]))
+    compute = res.artifact.get("extra", {}).get("compute_delegated_fraction")
+    if compute is not None:
+        out.append(Record(**base, metric="compute_delegated_fraction", value=compute))
     return out
 
 
@@ -307,6 +310,7 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
                  "why_not_shipped": res.why_not_shipped, "runtime": res.runner,
                  "metrics": {**res.metrics, **({"latency_p50_ms": res.latency["p50_ms"]} if res.latency else {})},
                  "delegated_fraction": res.artifact.get("delegated_fraction"),
+                 "compute_delegated_fraction": res.artifact.get("extra", {}).get("compute_delegated_fraction"),
                  "not_delegated": res.artifact.get("not_delegated", []), "notes": res.artifact.get("notes", [])}
         if res.shipped:
             dst = out / "artifacts" / f"{res.planned.backend}-{src.name}"

@@ -45,8 +45,9 @@ def _build(recipe: Path, target: str, out: Path) -> int:
 def test_tiny_recipe_builds_every_target(tmp_path, target, capsys):
     out = tmp_path / "out"
     rc = _build(_recipe(tmp_path), target, out)
-    printed = capsys.readouterr().out
-    assert rc == 0, printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert rc == 0, printed + captured.err
     manifest = load_manifest(out)          # schema + every sha256 checked
     shipped = [a for a in manifest["artifacts"] if a["shipped"]]
     assert {a["tower"] for a in shipped} == {"image", "text"}
@@ -84,6 +85,16 @@ def test_rerun_is_cached_and_quant_edit_reruns_only_downstream(tmp_path):
     assert ("teacher", "cached") in status and ("reference", "cached") in status
     assert ("export", "ran") in status and ("verify", "ran") in status
     assert ("teacher", "ran") not in status and ("reference", "ran") not in status
+
+    # the CI gate on the build's real report: a 30 % slowdown of one artifact trips it
+    base = json.loads((out / "report.json").read_text())
+    slow = json.loads(json.dumps(base))
+    hit = next(r for r in slow["results"] if r["metric"] == "latency_p50_ms")
+    hit["value"] *= 1.3
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "slow.json").write_text(json.dumps(slow))
+    assert main(["bench", str(out), "--baseline", str(tmp_path / "base.json")]) == 0
+    assert main(["bench", str(tmp_path / "slow.json"), "--baseline", str(tmp_path / "base.json")]) == 1
 
 
 def test_second_build_into_same_folder_is_refused(tmp_path):

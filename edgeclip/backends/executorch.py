@@ -21,12 +21,19 @@ from ._common import (IS_MACOS, Stopwatch, as_tensors, atomic_path, calibration_
                       export_error, io_arrays, log, missing, names_for, node_module_path,
                       node_op_type, one_line, pinned_by_overrides, probe, require, resolve_method,
                       unquantized_modules)
+from ._xnnpack_rewrite import xnnpack_friendly
 from .base import Artifact, ExportSpec
 
 __all__ = ["ExecuTorchBackend", "ExecuTorchRunner", "delegation_stats"]
 
 PARTITIONERS = ("xnnpack", "coreml")
 _BOOKKEEPING = ("getitem", "alloc", "executorch_call_delegate")
+# ops that move, view or index data without arithmetic on activations: the CLS-token select,
+# the text tower's end-of-text lookup (argmax/eq/gather on int ids), the token embedding
+# table lookup, layout copies. "compute" = everything else.
+_DATA_MOVEMENT = ("select_copy", "slice_copy", "view_copy", "squeeze_copy", "unsqueeze_copy",
+                  "expand_copy", "permute_copy", "_to_dim_order_copy", "clone", "embedding",
+                  "gather", "argmax", "eq.", "index", "_unsafe_view", "arange")
 
 
 def _op_name(node) -> str:
@@ -41,8 +48,9 @@ def _is_bookkeeping(node) -> bool:
 def delegation_stats(edge) -> dict[str, Any]:
     """Count call_function nodes inside delegates vs outside in a lowered edge program.
 
-    Returns ``{"fraction", "inside": {backend_id: n}, "outside": {op: n}}``; getitem and
-    allocation bookkeeping is excluded from both sides.
+    Returns ``{"fraction", "compute_fraction", "inside": {backend_id: n}, "outside": {op: n}}``;
+    getitem and allocation bookkeeping is excluded from both sides; ``compute_fraction`` also
+    leaves out pure data-movement/indexing ops (``_DATA_MOVEMENT``).
     """
     from executorch.exir.lowered_backend_module import LoweredBackendModule
 
@@ -59,8 +67,11 @@ def delegation_stats(edge) -> dict[str, Any]:
         elif n.op == "call_function" and not _is_bookkeeping(n):
             outside[_op_name(n)] += 1
     total = sum(inside.values()) + sum(outside.values())
+    compute_out = sum(n for op, n in outside.items() if not any(d in op for d in _DATA_MOVEMENT))
+    compute_total = sum(inside.values()) + compute_out
     return {
         "fraction": (sum(inside.values()) / total) if total else 1.0,
+        "compute_fraction": (sum(inside.values()) / compute_total) if compute_total else 1.0,
         "inside": dict(inside),
         "outside": dict(sorted(outside.items())),
     }
@@ -239,6 +250,8 @@ class ExecuTorchBackend:
         except Exception as e:
             raise export_error(self.name, spec, "torch.export/quantization", e) from e
         try:
+            if parts[0] == "xnnpack":  # CoreML has layer_norm itself: rewrite only for XNNPACK
+                ep = xnnpack_friendly(ep)
             edge = to_edge_transform_and_lower(ep, partitioner=_make_partitioners(parts, spec))
             stats = delegation_stats(edge)
             buffer = edge.to_executorch().buffer
@@ -261,6 +274,7 @@ class ExecuTorchBackend:
             not_delegated=[f"{op} x{n}" for op, n in stats["outside"].items()],
             not_quantized=not_q, notes=notes,
             extra={"delegates": stats["inside"], "partitioners": parts,
+                   "compute_delegated_fraction": stats["compute_fraction"],
                    "quant_config": method.to_dict()},
         )
 

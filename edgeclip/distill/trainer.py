@@ -63,6 +63,7 @@ class TrainConfig:
     progress: bool = True
     desc: str = "train"
     find_unused_parameters: bool = False
+    threads: int | None = None           # CPU intra-op threads during fit (restored after); None: as is
 
     def __post_init__(self):
         if self.steps < 1:
@@ -76,6 +77,8 @@ class TrainConfig:
             raise ConfigError(f"min_lr_ratio: must be in [0, 1], found {self.min_lr_ratio}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip: must be > 0 or None, found {self.grad_clip}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: must be >= 1 or None, found {self.threads}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: unknown {self.precision!r}; known: {', '.join(PRECISIONS)}")
 
@@ -279,6 +282,9 @@ class Trainer:
                    disable=not (cfg.progress and self.dist.is_main))
         model, samples, t0 = self._wrapped(), 0, time.perf_counter()
         self.module.train()
+        threads_before = torch.get_num_threads()
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         try:
             while self.step < end:
                 loss, parts, n, norm = self._train_step(model)
@@ -297,6 +303,7 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            torch.set_num_threads(threads_before)
         result.steps, result.wall_s = self.step, time.perf_counter() - t0
         result.samples_per_s = samples / max(result.wall_s, 1e-9)
         if path is not None and end > start:

@@ -15,16 +15,38 @@ pytestmark = [pytest.mark.toolchain, pytest.mark.slow]
 et = BACKENDS.get("executorch")
 
 
-def test_delegation_report_names_what_xnnpack_left(exports):
-    art = exports.get("executorch", "vit", "fp32").artifact
+@pytest.mark.parametrize("kind,quant", [("vit", "fp32"), ("vit", "int8-static"), ("conv", "fp32"),
+                                        ("text", "fp32"), ("text", "int8-dynamic")])
+def test_every_compute_op_is_delegated_and_the_rest_is_named(exports, kind, quant):
+    """The test towers use the constructs XNNPACK lacks (layer_norm, F.normalize, fused SDPA,
+    a pooled mean without keepdim): after the rewrite every compute op is in a delegate."""
+    art = exports.get("executorch", kind, quant).artifact
     assert art.extra["delegates"]["XnnpackBackend"] > 0
-    assert 0.3 < art.delegated_fraction < 1.0
-    # ExecuTorch 1.5's XNNPACK partitioner has no layer-norm support: it must be reported
-    assert any(s.startswith("aten.native_layer_norm.default x") for s in art.not_delegated)
+    assert art.extra["compute_delegated_fraction"] == 1.0, art.not_delegated
+    for op in ("layer_norm", "sum.dim", "mean.dim", "pow", "mul.Scalar", "where", "any.dim"):
+        assert not any(op in s for s in art.not_delegated), art.not_delegated
+    # what is left is data movement / indexing, named with counts
     assert not any("getitem" in s or "executorch_call_delegate" in s for s in art.not_delegated)
     n_out = sum(int(s.rsplit("x", 1)[1]) for s in art.not_delegated)
     total = art.extra["delegates"]["XnnpackBackend"] + n_out
     assert art.delegated_fraction == pytest.approx(art.extra["delegates"]["XnnpackBackend"] / total)
+
+
+def test_rewrite_keeps_the_maths(tmp_path):
+    """The XNNPACK rewrite changes ops, not results: the rewritten program equals eager."""
+    import torch
+
+    from edgeclip.backends._xnnpack_rewrite import xnnpack_friendly
+
+    for kind in ("vit", "conv", "text"):
+        m = make_tower(kind)
+        ex = m.example_inputs()
+        ep = xnnpack_friendly(torch.export.export(m, ex, strict=False))
+        names = {str(n.target) for n in ep.graph.nodes}
+        assert not {"aten.layer_norm.default", "aten.native_layer_norm.default",
+                    "aten.scaled_dot_product_attention.default"} & names
+        with torch.no_grad():
+            torch.testing.assert_close(ep.module()(*ex), m(*ex), rtol=1e-5, atol=1e-5)
 
 
 def test_coreml_partitioner_lowers_but_cannot_run_here(tmp_path):
@@ -40,7 +62,7 @@ def test_coreml_partitioner_lowers_but_cannot_run_here(tmp_path):
 
 
 def test_op_name_override_keeps_a_linear_float(tmp_path, exports):
-    from conftest import get_case
+    from _backends_cases import get_case
 
     case = get_case("conv")
     cfg = make_method("int8-dynamic", overrides={"op_name": {"head": "fp32"}})

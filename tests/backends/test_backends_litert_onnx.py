@@ -32,7 +32,7 @@ def test_litert_static_keeps_float_io(exports):
 
 
 def test_litert_overrides_keep_named_layers_float(tmp_path):
-    from conftest import get_case
+    from _backends_cases import get_case
 
     case = get_case("text")
     cfg = make_method("int8-dynamic", overrides={"op_name": {"blocks.0.mlp.*": "fp32"},
@@ -97,7 +97,7 @@ def test_onnx_fp16_offered_only_with_onnxconverter_common(tmp_path):
 
 
 def test_onnx_dynamic_reduce_range_and_overrides(tmp_path):
-    from conftest import get_case
+    from _backends_cases import get_case
 
     case = get_case("vit")
     cfg = make_method("int8-dynamic", {"reduce_range": False}, {"op_name": {"proj": "fp32"}})

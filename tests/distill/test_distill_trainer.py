@@ -198,8 +198,20 @@ def test_bf16_autocast_when_asked_fp32_by_default_on_cpu():
     assert r.precision == "fp32" and seen[-1] == torch.float32
 
 
+def test_threads_apply_during_fit_and_are_restored():
+    seen = []
+
+    def loss(model, batch):
+        seen.append(torch.get_num_threads())
+        return toy_loss(model, batch)
+
+    torch.set_num_threads(1)
+    Trainer(Toy(), loss, toy_batches(), _cfg(steps=2, threads=2)).fit()
+    assert seen == [2, 2] and torch.get_num_threads() == 1
+
+
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(lr=0.0), dict(precision="fp8"), dict(grad_clip=0.0),
-                                 dict(min_lr_ratio=2.0), dict(warmup_steps=-1)])
+                                 dict(min_lr_ratio=2.0), dict(warmup_steps=-1), dict(threads=0)])
 def test_config_is_validated(bad):
     with pytest.raises(ConfigError):
         _cfg(**bad)

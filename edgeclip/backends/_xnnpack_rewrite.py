@@ -1,0 +1,113 @@
+"""Rewrite the ops XNNPACK has no kernel for into ops it has, so ExecuTorch lowers whole towers.
+
+ExecuTorch 1.5's XNNPACK partitioner takes neither ``layer_norm`` nor a ``sum`` over the last
+dim (the L2 normalization at the end of every tower): left outside, each one splits the graph
+into another delegate call and runs on a portable (reference-loop) kernel. XNNPACK does take a
+``mean`` over the two inner dims of a rank-4 tensor (global average pooling), so both become
+views plus that mean. The maths is the same (fp32 throughout); the partitioner then sees one
+region per tower. A rank-4 attention ``matmul`` becomes a rank-3 ``bmm``
+(the stock decomposition goes through ``expand_copy``), and an ``expand`` to the shape a
+tensor already has becomes a view.
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = ["xnnpack_friendly"]
+
+
+def _mean_last(x):
+    """Mean over the last dim, keepdim, as a rank-4 mean over dims (2, 3)."""
+    lead, c = x.shape[:-1], x.shape[-1]
+    n = math.prod(lead) if lead else 1
+    return x.reshape(n, 1, 1, c).mean(dim=(2, 3), keepdim=True).reshape(*lead, 1)
+
+
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    import torch
+
+    if len(normalized_shape) != 1:  # not a transformer LN: keep the stock decomposition
+        return NotImplemented
+    d = x - _mean_last(x)
+    y = d * torch.rsqrt(_mean_last(d * d) + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def _sum_dim(x, dim, keepdim=False, *, dtype=None):
+    dims = [d % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim])]
+    if dims != [x.dim() - 1] or dtype is not None or x.dim() < 1 or not x.dtype.is_floating_point:
+        return NotImplemented
+    y = _mean_last(x) * x.shape[-1]
+    return y if keepdim else y.squeeze(-1)
+
+
+def _mean_dim(x, dim, keepdim=False, *, dtype=None):
+    """Means XNNPACK lacks: a rank-4 pool without ``keepdim`` (conv towers' global pooling)
+    and a mean over the last dim of any rank (token pooling)."""
+    dims = sorted(d % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim]))
+    if dtype is not None or not x.dtype.is_floating_point:
+        return NotImplemented
+    if x.dim() == 4 and dims == [2, 3] and not keepdim:
+        return x.mean(dim=(2, 3), keepdim=True).reshape(x.shape[0], x.shape[1])
+    if dims == [x.dim() - 1] and x.dim() != 4:
+        y = _mean_last(x)
+        return y if keepdim else y.squeeze(-1)
+    return NotImplemented
+
+
+def _vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
+    """``F.normalize``'s L2 norm over the last dim without ``pow``/``sum``."""
+    import torch
+
+    last = dim is not None and [d % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim])] == [x.dim() - 1]
+    if ord != 2 or not last or dtype is not None:
+        return NotImplemented
+    y = torch.sqrt(_mean_last(x * x) * x.shape[-1])
+    return y if keepdim else y.squeeze(-1)
+
+
+def _expand(x, size, *, implicit=False):
+    """An ``expand`` that changes nothing (a class token for batch 1) as a view."""
+    want = [x.shape[i - (len(size) - x.dim())] if s == -1 else s for i, s in enumerate(size)]
+    if len(size) != x.dim() or list(x.shape) != want:
+        return NotImplemented
+    return x.view(x.shape)
+
+
+def _matmul(a, b):
+    """Rank-4 ``matmul`` with equal batch dims (attention) as a rank-3 ``bmm``: the stock
+    decomposition broadcasts through ``expand_copy``, which XNNPACK does not take."""
+    if a.dim() != 4 or b.dim() != 4 or a.shape[:2] != b.shape[:2]:
+        return NotImplemented
+    n0, n1 = a.shape[:2]
+    y = a.reshape(n0 * n1, a.shape[2], a.shape[3]).bmm(b.reshape(n0 * n1, b.shape[2], b.shape[3]))
+    return y.reshape(n0, n1, y.shape[1], y.shape[2])
+
+
+def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """Fused attention as explicit bmm/softmax: the stock decomposition guards fully masked
+    rows with ``any``/``where``/``full_like`` and scales by ``mul.Scalar``, none delegable."""
+    import torch
+
+    if dropout_p or is_causal or enable_gqa or q.dim() != 4 or (attn_mask is not None and attn_mask.dtype == torch.bool):
+        return NotImplemented
+    s = _matmul(q * (scale if scale is not None else q.shape[-1] ** -0.5), k.transpose(-1, -2))
+    if attn_mask is not None:
+        s = s + attn_mask
+    return _matmul(torch.softmax(s, dim=-1), v)
+
+
+def xnnpack_friendly(ep):
+    """``ExportedProgram`` -> the same program with layer norms and last-dim sums rewritten."""
+    import torch
+
+    aten = torch.ops.aten
+    table = {aten.layer_norm.default: _layer_norm, aten.sum.dim_IntList: _sum_dim,
+             aten.expand.default: _expand, aten.matmul.default: _matmul,
+             aten.mean.dim: _mean_dim, aten.linalg_vector_norm.default: _vector_norm,
+             aten.scaled_dot_product_attention.default: _sdpa}
+    return ep.run_decompositions(table)
