@@ -86,6 +86,23 @@ def test_rerun_is_cached_and_quant_edit_reruns_only_downstream(tmp_path):
     assert ("export", "ran") in status and ("verify", "ran") in status
     assert ("teacher", "ran") not in status and ("reference", "ran") not in status
 
+    # a second target built beside it (as --target all does) reuses teacher and reference
+    mini = tmp_path / "mini.yaml"
+    mini.write_text(textwrap.dedent("""
+        version: 1
+        name: mini
+        platform: web
+        towers: [image, text]
+        backends:
+          - backend: onnx
+            quant: [fp32]
+    """))
+    other = tmp_path / "mini-out"
+    assert main(["build", "--target", str(mini), "--recipe", str(edited), "--out", str(other)]) == 0
+    status = {(e["stage"], e["status"]) for e in _log(other)}
+    assert ("teacher", "cached") in status and ("reference", "cached") in status
+    assert ("export", "ran") in status and ("teacher", "ran") not in status
+
     # the CI gate on the build's real report: a 30 % slowdown of one artifact trips it
     base = json.loads((out / "report.json").read_text())
     slow = json.loads(json.dumps(base))
@@ -95,6 +112,17 @@ def test_rerun_is_cached_and_quant_edit_reruns_only_downstream(tmp_path):
     (tmp_path / "slow.json").write_text(json.dumps(slow))
     assert main(["bench", str(out), "--baseline", str(tmp_path / "base.json")]) == 0
     assert main(["bench", str(tmp_path / "slow.json"), "--baseline", str(tmp_path / "base.json")]) == 1
+
+
+def test_target_all_plans_every_target_before_building(tmp_path, capsys):
+    from edgeclip.config import list_targets
+
+    out = tmp_path / "out"
+    assert main(["build", "--target", "all", "--recipe", str(_recipe(tmp_path)), "--out", str(out), "--plan"]) == 0
+    printed = capsys.readouterr().out
+    for name in list_targets():
+        assert str(out / name) in printed
+    assert not out.exists()  # --plan runs nothing
 
 
 def test_second_build_into_same_folder_is_refused(tmp_path):

@@ -197,9 +197,10 @@ class ExecuTorchRunner:
         self.dtypes = artifact.input_dtypes
         delegates = artifact.extra.get("delegates", {})
         self.runtime = "executorch-xnnpack" if "XnnpackBackend" in delegates else "executorch-portable"
+        runtime = Runtime.get()  # one-time runtime start-up (seconds): not the artifact's load
         with Stopwatch() as sw:
             try:
-                self._method = Runtime.get().load_program(str(artifact.path)).load_method("forward")
+                self._method = runtime.load_program(str(artifact.path)).load_method("forward")
             except Exception as e:
                 hint = ("it delegates to CoreML, which runs only on macOS/iOS"
                         if "CoreMLBackend" in delegates else "re-export it with this executorch version")
@@ -250,7 +251,8 @@ class ExecuTorchBackend:
         except Exception as e:
             raise export_error(self.name, spec, "torch.export/quantization", e) from e
         try:
-            if parts[0] == "xnnpack":  # CoreML has layer_norm itself: rewrite only for XNNPACK
+            # CoreML has layer_norm itself: rewrite only for XNNPACK (option to compare without)
+            if parts[0] == "xnnpack" and spec.options.get("xnnpack_rewrite", True):
                 ep = xnnpack_friendly(ep)
             edge = to_edge_transform_and_lower(ep, partitioner=_make_partitioners(parts, spec))
             stats = delegation_stats(edge)
