@@ -102,7 +102,8 @@ def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, e
 
 
 def xnnpack_friendly(ep):
-    """``ExportedProgram`` -> the same program with layer norms and last-dim sums rewritten."""
+    """``ExportedProgram`` -> the same program with the ops above rewritten; a decomposition
+    that returns ``NotImplemented`` (a case it does not cover) leaves the op to the stock path."""
     import torch
 
     aten = torch.ops.aten

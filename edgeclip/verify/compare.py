@@ -49,7 +49,12 @@ def _accuracy_drops(new: list[dict], base: list[dict], max_drop: float) -> list[
 def compare_reports(new: dict, baseline: dict, max_regression: float = 0.10,
                     max_accuracy_drop: float = 0.005) -> tuple[list[Shortfall], list[str]]:
     """(regressions, notes): notes name artifacts found on only one side."""
+    from ..errors import InputError
+
     n, b = new["results"], baseline["results"]
+    if not {_key(r) for r in n} & {_key(r) for r in b}:
+        raise InputError("the report and the baseline share no artifact (model, target, backend, tower, "
+                         "quant); compare builds of the same recipe and target")
     regressions = check_regression(n, b, "latency_p50_ms", max_regression) + _accuracy_drops(n, b, max_accuracy_drop)
     new_keys, base_keys = {_key(r) for r in n}, {_key(r) for r in b}
     notes = [f"only in the new report: {'/'.join(k[2:])}" for k in sorted(new_keys - base_keys)]

@@ -66,3 +66,12 @@ def test_not_a_report_is_an_input_error(tmp_path, capsys):
     assert main(["bench", str(tmp_path)]) == 2
     assert "report.json" in capsys.readouterr().err
     assert parse_fraction("0.25", "x") == 0.25
+
+
+def test_baseline_with_nothing_in_common_is_refused(tmp_path, capsys):
+    other = _report()
+    for r in other["results"]:
+        r["target"] = "web"
+    assert main(["bench", _write(tmp_path, "new.json", _report()), "--baseline",
+                 _write(tmp_path, "web.json", other)]) == 2
+    assert "share no artifact" in capsys.readouterr().err
