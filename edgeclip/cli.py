@@ -114,6 +114,17 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_pretrain(args) -> int:
+    from .config import default_recipe, load_recipe
+    from .teacher import format_scores, run_pretrain
+    recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
+    res = run_pretrain(recipe, Path(args.out) if args.out else None, force=args.force)
+    how = "found cached" if res["cached"] else f"trained in {res['seconds']:.0f} s"
+    print(f"teacher {recipe.teacher} ({recipe.name}): {how}\n  {res['model']}\n")
+    print(format_scores(res["scores"]))
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .errors import InputError
     from .verify.compare import compare_reports, parse_fraction
@@ -180,6 +191,12 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("bundle")
     ins.add_argument("--json", action="store_true")
     ins.set_defaults(func=_cmd_inspect)
+
+    pt = sub.add_parser("pretrain", help="train a recipe's builtin teacher once (builds reuse it) and score it")
+    pt.add_argument("--recipe", help="recipe name or .yaml path (default: the embedded default recipe)")
+    pt.add_argument("--out", help="root folder (default: build/<recipe>); builds under it reuse the teacher")
+    pt.add_argument("--force", action="store_true", help="train again even if a cached teacher exists")
+    pt.set_defaults(func=_cmd_pretrain)
 
     be = sub.add_parser("bench", help="gate a build's report against a stored baseline (CI)")
     be.add_argument("report", help="bundle folder (its report.json) or a report.json path")

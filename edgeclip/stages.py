@@ -16,7 +16,7 @@ from ._stage_cache import stable_hash
 from .errors import ConfigError
 from .plan import PlannedArtifact
 
-__all__ = ["FORCE_ORDER", "teacher_and_distill", "reference", "artifact", "select", "bundle"]
+__all__ = ["FORCE_ORDER", "teacher_key", "make_teacher", "teacher_and_distill", "reference", "artifact", "select", "bundle"]
 
 FORCE_ORDER = ["teacher", "distill", "reference", "export", "verify", "bench", "bundle"]
 CALIBRATED = ("int8-static", "w8a8")
@@ -29,17 +29,27 @@ def _load(model_dir: Path):
     return load_model(f"file:{model_dir / 'model.safetensors'}").eval()
 
 
-def teacher_and_distill(b) -> tuple[Path, str]:
+def teacher_key(r, torch_version: str) -> str:
+    """The teacher stage's cache key: ``edgeclip pretrain`` and ``build`` share the stage."""
+    return stable_hash("teacher", r.teacher, r.seed, r.pretrain, r.data.train if r.pretrain else None,
+                       torch_version)
+
+
+def make_teacher(r, key: str, cache_root: Path, out: Path) -> None:
+    """Load (and pretrain, if the recipe says so) the teacher into ``out/model.safetensors``."""
     from .models import load_model, save_model
+    model = load_model(r.teacher)
+    if r.pretrain:
+        _pretrain(model, r, cache_root / f"ckpt-teacher-{key}")
+    save_model(model, out / "model.safetensors")
+
+
+def teacher_and_distill(b) -> tuple[Path, str]:
     r = b.plan.recipe
-    key = stable_hash("teacher", r.teacher, r.seed, r.pretrain, r.data.train if r.pretrain else None,
-                      b.versions["torch"])
+    key = teacher_key(r, b.versions["torch"])
 
     def run_teacher(tmp: Path):
-        model = load_model(r.teacher)
-        if r.pretrain:
-            _pretrain(model, r, b.cache.root / f"ckpt-teacher-{key}")
-        save_model(model, tmp / "model.safetensors")
+        make_teacher(r, key, b.cache.root, tmp)
 
     what = "load + pretrain teacher" if r.pretrain else "load teacher"
     model_dir = b.timed(f"{what} {r.teacher}", "teacher", key, b.cache, run_teacher)

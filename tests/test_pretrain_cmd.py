@@ -1,0 +1,66 @@
+"""`edgeclip pretrain`: trains the recipe's teacher once, scores it in en + zh, builds reuse it."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from edgeclip.cli import main
+
+RECIPE = """
+version: 1
+name: tinypt
+teacher: builtin:tiny-vit
+seed: 0
+pretrain: {steps: 3, batch_size: 8, warmup_steps: 1}
+data:
+  train: {source: synthetic, samples: 64, languages: [en]}
+  eval:
+    - {source: digits, samples: 10}
+"""
+
+MINI_TARGET = """
+version: 1
+name: mini
+platform: web
+towers: [image, text]
+backends:
+  - backend: onnx
+    quant: [fp32]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+def test_pretrain_trains_once_scores_both_languages_and_builds_reuse_it(tmp_path, capsys):
+    recipe, target, root = tmp_path / "r.yaml", tmp_path / "mini.yaml", tmp_path / "build"
+    recipe.write_text(textwrap.dedent(RECIPE))
+    target.write_text(textwrap.dedent(MINI_TARGET))
+    assert main(["pretrain", "--recipe", str(recipe), "--out", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "trained in" in printed and "chance" in printed and "zh" in printed
+    [folder] = list((root / ".cache").glob("teacher-*"))
+    scores = json.loads((folder / "zero_shot.json").read_text())
+    assert set(scores) == {"en", "zh"}
+    for kinds in scores.values():
+        assert set(kinds) == {"shape", "colour", "shape-colour"}
+        for s in kinds.values():
+            assert 0.0 <= s["accuracy"] <= 1.0 and s["chance"] == pytest.approx(1 / s["classes"])
+
+    assert main(["pretrain", "--recipe", str(recipe), "--out", str(root)]) == 0
+    assert "found cached" in capsys.readouterr().out
+
+    # a build under the same root finds the pretrained teacher instead of training again
+    assert main(["build", "--target", str(target), "--recipe", str(recipe), "--out", str(root / "mini")]) == 0
+    log = [json.loads(x) for x in (root / "mini" / "stage-log.jsonl").read_text().splitlines()]
+    assert {"stage": "teacher", "status": "cached"}.items() <= next(e for e in log if e["stage"] == "teacher").items()
+
+
+def test_recipe_without_pretrain_section_is_a_one_line_input_error(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(textwrap.dedent(RECIPE).replace("pretrain: {steps: 3, batch_size: 8, warmup_steps: 1}\n", ""))
+    assert main(["pretrain", "--recipe", str(recipe), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no 'pretrain' section" in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()
