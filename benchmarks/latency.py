@@ -20,7 +20,6 @@ is a noisy yardstick on a shared machine; the roofline is the steady one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -251,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=None, help="where artifacts go (default: a temp dir)")
     args = ap.parse_args(argv)
 
+    from edgeclip.verify.report import write_json_atomic
+
     info = machine(args.threads)
     peaks = gemm_peak_gflops(args.threads)
     peak = max(peaks.values())
@@ -263,9 +264,7 @@ def main(argv=None) -> int:
         records += bench_model(args, name, peak, work)
     info["load_avg_end"] = os.getloadavg()
     report = {"schema": "edgeclip.report/1", "machine": info, "results": records}
-    tmp = Path(f"{args.out}.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, args.out)
+    write_json_atomic(Path(args.out), report)
     print(f"\nwrote {len(records)} records to {args.out}")
     return 0
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ._stage_cache import BuildLock, StageCache
 from .errors import InputError
+from .verify.report import write_json_atomic
 
 __all__ = ["run_pretrain", "score_teacher", "format_scores"]
 
@@ -67,8 +68,6 @@ def run_pretrain(recipe, out_root: Path | None = None, force: bool = False) -> d
             folder = cache.path("teacher", key)
         scores_path = folder / "zero_shot.json"
         if not scores_path.exists():  # written beside the weights, outside the stage's key
-            tmp = scores_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(score_teacher(folder / "model.safetensors", seed=recipe.seed), indent=1))
-            tmp.replace(scores_path)
+            write_json_atomic(scores_path, score_teacher(folder / "model.safetensors", seed=recipe.seed))
     return {"model": folder / "model.safetensors", "cached": cached, "seconds": time.perf_counter() - t0,
             "scores": json.loads(scores_path.read_text())}

@@ -11,6 +11,8 @@ from edgeclip.bundle import load_manifest
 from edgeclip.cli import main
 from edgeclip.errors import InputError
 
+from _tiny_configs import MINI_TARGET
+
 TINY = """
 version: 1
 name: tiny
@@ -88,15 +90,7 @@ def test_rerun_is_cached_and_quant_edit_reruns_only_downstream(tmp_path):
 
     # a second target built beside it (as --target all does) reuses teacher and reference
     mini = tmp_path / "mini.yaml"
-    mini.write_text(textwrap.dedent("""
-        version: 1
-        name: mini
-        platform: web
-        towers: [image, text]
-        backends:
-          - backend: onnx
-            quant: [fp32]
-    """))
+    mini.write_text(MINI_TARGET)
     other = tmp_path / "mini-out"
     assert main(["build", "--target", str(mini), "--recipe", str(edited), "--out", str(other)]) == 0
     status = {(e["stage"], e["status"]) for e in _log(other)}

@@ -8,6 +8,8 @@ import pytest
 
 from edgeclip.cli import main
 
+from _tiny_configs import MINI_TARGET
+
 RECIPE = """
 version: 1
 name: tinypt
@@ -20,23 +22,13 @@ data:
     - {source: digits, samples: 10}
 """
 
-MINI_TARGET = """
-version: 1
-name: mini
-platform: web
-towers: [image, text]
-backends:
-  - backend: onnx
-    quant: [fp32]
-"""
-
 
 @pytest.mark.slow
 @pytest.mark.toolchain
 def test_pretrain_trains_once_scores_both_languages_and_builds_reuse_it(tmp_path, capsys):
     recipe, target, root = tmp_path / "r.yaml", tmp_path / "mini.yaml", tmp_path / "build"
     recipe.write_text(textwrap.dedent(RECIPE))
-    target.write_text(textwrap.dedent(MINI_TARGET))
+    target.write_text(MINI_TARGET)
     assert main(["pretrain", "--recipe", str(recipe), "--out", str(root)]) == 0
     printed = capsys.readouterr().out
     assert "trained in" in printed and "chance" in printed and "zh" in printed

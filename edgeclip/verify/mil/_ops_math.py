@@ -154,6 +154,15 @@ def _along(p, x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return f32(p).reshape(shape)
 
 
+def _affine(y: np.ndarray, a, reshape) -> np.ndarray:
+    """``y * gamma + beta`` (each optional), ``reshape`` making them broadcast against ``y``."""
+    if a.get("gamma") is not None:
+        y = y * reshape(a["gamma"])
+    if a.get("beta") is not None:
+        y = y + reshape(a["beta"])
+    return y
+
+
 @op("layer_norm")
 def _layer_norm(a, out):
     x = f32(a["x"])
@@ -161,11 +170,7 @@ def _layer_norm(a, out):
     mean = x.mean(axis=axes, keepdims=True)
     d = x - mean
     y = d / np.sqrt((d * d).mean(axis=axes, keepdims=True) + np.float32(scalar(a.get("epsilon"), 1e-5)))
-    if a.get("gamma") is not None:
-        y = y * _along(a["gamma"], x, axes)
-    if a.get("beta") is not None:
-        y = y + _along(a["beta"], x, axes)
-    return y
+    return _affine(y, a, lambda p: _along(p, x, axes))
 
 
 @op("batch_norm")
@@ -174,11 +179,7 @@ def _batch_norm(a, out):
     c = (1, -1) + (1,) * (x.ndim - 2)
     inv = 1.0 / np.sqrt(f32(a["variance"]).reshape(c) + np.float32(scalar(a.get("epsilon"), 1e-5)))
     y = (x - f32(a["mean"]).reshape(c)) * inv
-    if a.get("gamma") is not None:
-        y = y * f32(a["gamma"]).reshape(c)
-    if a.get("beta") is not None:
-        y = y + f32(a["beta"]).reshape(c)
-    return y
+    return _affine(y, a, lambda p: f32(p).reshape(c))
 
 
 @op("instance_norm")
@@ -188,11 +189,7 @@ def _instance_norm(a, out):
     d = x - x.mean(axis=axes, keepdims=True)
     y = d / np.sqrt((d * d).mean(axis=axes, keepdims=True) + np.float32(scalar(a.get("epsilon"), 1e-5)))
     c = (1, -1) + (1,) * (x.ndim - 2)
-    if a.get("gamma") is not None:
-        y = y * f32(a["gamma"]).reshape(c)
-    if a.get("beta") is not None:
-        y = y + f32(a["beta"]).reshape(c)
-    return y
+    return _affine(y, a, lambda p: f32(p).reshape(c))
 
 
 @op("l2_norm")
