@@ -50,6 +50,10 @@ class StageCache:
             f.write(json.dumps({"time": time.time(), "stage": stage, "key": key,
                                 "status": status, **extra}) + "\n")
 
+    def note(self, stage: str, key: str, status: str, **extra) -> None:
+        """Record a decision made outside this cache (e.g. a stored reference used instead)."""
+        self._log(stage, key, status, **extra)
+
     def cached(self, stage: str, key: str) -> Path | None:
         p = self.path(stage, key)
         if p.is_dir() and (p / ".complete").exists() and stage.split(":")[0] not in self.forced:

@@ -17,7 +17,7 @@ from .errors import InputError
 from .verify.report import write_json_atomic
 
 __all__ = ["MANIFEST_SCHEMA", "manifest_schema", "file_hashes", "write_manifest", "load_manifest",
-           "validate_manifest"]
+           "validate_manifest", "artifact_from_entry"]
 
 MANIFEST_SCHEMA = "edgeclip.manifest/1"
 
@@ -91,3 +91,15 @@ def load_manifest(bundle_dir: Path, check_files: bool = True) -> dict:
                 raise InputError(f"{bundle_dir}: {rel} does not match its sha256 in manifest.json "
                                  "(modified or corrupted); rebuild or re-download the bundle")
     return manifest
+
+
+def artifact_from_entry(bundle_dir: Path, a: dict):
+    """The ``Artifact`` a manifest entry describes, its path inside ``bundle_dir``."""
+    from .backends.base import Artifact
+    return Artifact(path=Path(bundle_dir) / a["file"], backend=a["backend"], tower=a["tower"],
+                    quant=a["quant"], input_names=[t["name"] for t in a["inputs"]],
+                    output_names=[t["name"] for t in a["outputs"]],
+                    input_shapes=[t["shape"] for t in a["inputs"]],
+                    input_dtypes=[t["dtype"] for t in a["inputs"]],
+                    output_shapes=[t["shape"] for t in a["outputs"]],
+                    output_dtypes=[t["dtype"] for t in a["outputs"]])

@@ -67,9 +67,10 @@ def _cmd_build(args) -> int:
     from .errors import VerificationFailed
     from .pipeline import run_build
     failed: list[VerificationFailed] = []
+    reference = Path(args.reference) if args.reference else None
     for plan in plans:  # targets share the teacher/distill/reference stages through the cache
         try:
-            run_build(plan, force=args.force)
+            run_build(plan, force=args.force, reference=reference)
         except VerificationFailed as e:
             if len(plans) == 1:
                 raise
@@ -77,6 +78,35 @@ def _cmd_build(args) -> int:
             failed.append(e)
     if failed:
         raise VerificationFailed(f"{len(failed)} of {len(plans)} targets fell short; see above")
+    return 0
+
+
+def _cmd_reference(args) -> int:
+    from .config import default_recipe, load_recipe
+    from .pipeline import run_reference
+    recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
+    res = run_reference(recipe, Path(args.out) if args.out else None, device=args.device)
+    info = res["info"]
+    c = info["counts"]
+    print(f"reference for recipe {recipe.name} (model key {info['model_hash']}): fp32 torch {info['torch']} on "
+          f"{info['device']} ({info['device_name']}), {c['images']} images, {c['captions']} captions, "
+          f"{c['prompts']} prompts\n  {res['out']}\nreuse it with: edgeclip build --target T --recipe "
+          f"{args.recipe or recipe.name} --reference {res['out']}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .errors import ToolchainMissing, VerificationFailed
+    from .reverify import failure_line, format_checks, verify_bundle
+    checks = verify_bundle(Path(args.bundle), threads=args.threads)
+    print(format_checks(checks))
+    if any(c.shortfalls for c in checks):
+        raise VerificationFailed(failure_line(checks))
+    not_run = [c for c in checks if c.runner is None]
+    if not_run:
+        raise ToolchainMissing(f"{len(checks) - len(not_run)} artifact(s) pass; could not run "
+                               + "; ".join(f"{c.name} ({c.why})" for c in not_run))
+    print(f"\nall {len(checks)} shipped artifact(s) pass their thresholds against the bundle's reference")
     return 0
 
 
@@ -125,6 +155,24 @@ def _cmd_pretrain(args) -> int:
     return 0
 
 
+def _bench_device(args) -> Path:
+    """``bench BUNDLE --device adb:SERIAL``: time the bundle on the phone; the new report's path."""
+    from .errors import InputError
+    from .verify.device_adb import bench_on_device, parse_device
+    from .verify.report import records_table
+    serial = parse_device(args.device)
+    if not Path(args.report).is_dir():
+        raise InputError(f"--device: {args.report} is not a bundle folder; pass the folder 'edgeclip build' wrote")
+    res = bench_on_device(Path(args.report), serial, binary_dir=args.device_binary_dir, threads=args.threads,
+                          out_dir=Path(args.out) if args.out else None)
+    cols = ["latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_min_ms", "load_ms", "size_mb"]
+    rows = [["backend", "tower", "quant", "runner", *cols]] + records_table(res["records"], cols)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows))
+    print(f"\n{res['machine']['cpu']}, {res['machine']['os']}; report: {res['report']}")
+    return res["report"]
+
+
 def _cmd_bench(args) -> int:
     from .errors import InputError
     from .verify.compare import compare_reports, parse_fraction
@@ -132,7 +180,11 @@ def _cmd_bench(args) -> int:
     from .verify.report import read_report
 
     path = Path(args.report)
-    if path.is_dir():
+    if args.device:
+        path = _bench_device(args)
+    elif args.out or args.threads or args.device_binary_dir:
+        raise InputError("--out, --threads and --device-binary-dir apply to --device adb:SERIAL runs only")
+    elif path.is_dir():
         path = path / "report.json"
     if not path.exists():
         raise InputError(f"{args.report}: no report.json there; pass a bundle folder built by "
@@ -175,7 +227,22 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="output folder (default: build/<recipe>/<target>)")
     b.add_argument("--plan", action="store_true", help="validate and print the stages, run nothing")
     b.add_argument("--force", metavar="STAGE", help="rerun from this stage on")
+    b.add_argument("--reference", metavar="DIR",
+                   help="use the reference 'edgeclip reference' stored in DIR (checked against this model)")
     b.set_defaults(func=_cmd_build)
+
+    rf = sub.add_parser("reference", help="compute a recipe's fp32 reference outputs once (cuda when present)")
+    rf.add_argument("--recipe", help="recipe name or .yaml path (default: the embedded default recipe)")
+    rf.add_argument("--out", help="folder for reference.npz + reference.json (default: build/<recipe>/reference); "
+                    "its parent's .cache is shared with builds")
+    rf.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="where the fp32 model runs (default auto: cuda when present, else cpu)")
+    rf.set_defaults(func=_cmd_reference)
+
+    v = sub.add_parser("verify", help="re-run the accuracy checks of a built bundle (exit 1 on a shortfall)")
+    v.add_argument("bundle", help="bundle folder (build/<recipe>/<target>)")
+    v.add_argument("--threads", type=int, help="runtime threads (default: the target's bench threads)")
+    v.set_defaults(func=_cmd_verify)
 
     pr = sub.add_parser("predict", help="rank labels or texts for images with a built bundle")
     pr.add_argument("bundle", help="bundle folder (build/<recipe>/<target>)")
@@ -198,12 +265,19 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--force", action="store_true", help="train again even if a cached teacher exists")
     pt.set_defaults(func=_cmd_pretrain)
 
-    be = sub.add_parser("bench", help="gate a build's report against a stored baseline (CI)")
+    be = sub.add_parser("bench", help="gate a build's report against a stored baseline (CI); time it on a device")
     be.add_argument("report", help="bundle folder (its report.json) or a report.json path")
     be.add_argument("--baseline", help="an earlier report.json to compare with")
     be.add_argument("--max-regression", default="10%", help="allowed p50 latency growth (default 10%%)")
     be.add_argument("--max-accuracy-drop", default="0.005",
                     help="allowed absolute drop of cosine/agreement/accuracy metrics (default 0.005)")
+    be.add_argument("--device", metavar="adb:SERIAL",
+                    help="time the bundle's .pte/.tflite on an Android device with executor_runner / benchmark_model")
+    be.add_argument("--device-binary-dir", metavar="DIR",
+                    help="where those binaries are on the device "
+                         "(default $EDGECLIP_DEVICE_BINARY_DIR or /data/local/tmp)")
+    be.add_argument("--threads", type=int, help="--device: runtime threads (default: the target's bench threads)")
+    be.add_argument("--out", help="--device: report folder (default BUNDLE/device-adb-SERIAL)")
     be.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("info", help="parameters, FLOPs and preprocessing of a model URI")

@@ -9,6 +9,7 @@ share them (``--target all``).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -22,7 +23,7 @@ from ._stage_cache import BuildLock, StageCache
 from .errors import VerificationFailed
 from .plan import Plan, PlannedArtifact
 
-__all__ = ["run_build", "Progress", "ArtifactResult"]
+__all__ = ["run_build", "run_reference", "Progress", "ArtifactResult"]
 
 
 class Progress:
@@ -74,9 +75,10 @@ def _tool_versions() -> dict:
 
 
 class Build:
-    def __init__(self, plan: Plan, force: str | None):
+    def __init__(self, plan: Plan, force: str | None, reference: Path | None = None):
         self.plan = plan
         self.out = plan.out_dir
+        self.reference_dir = Path(reference) if reference else None  # --reference: a stored reference
         self.cache = StageCache(self.out.parent / ".cache", self.out / "stage-log.jsonl")
         self.local = StageCache(self.out / ".cache", self.out / "stage-log.jsonl")
         if force:
@@ -107,13 +109,18 @@ class Build:
         return cache.path(stage, key)
 
 
-def run_build(plan: Plan, force: str | None = None) -> int:
+def run_build(plan: Plan, force: str | None = None, reference: Path | None = None) -> int:
+    """``reference``: a folder written by ``edgeclip reference``, used instead of computing one
+    once it is checked to belong to this build's model (else a one-line InputError)."""
     from . import stages
     if force is not None and force not in stages.FORCE_ORDER:
         from .errors import ConfigError
         raise ConfigError(f"--force: unknown stage {force!r}; stages: {', '.join(stages.FORCE_ORDER)}")
+    if reference is not None:  # a missing or foreign-format folder fails before any work starts
+        from .verify.refstore import read_info
+        read_info(reference)
     with BuildLock(plan.out_dir):
-        b = Build(plan, force)
+        b = Build(plan, force, reference)
         model_dir, model_key = stages.teacher_and_distill(b)
         ref_dir, ref_key = stages.reference(b, model_dir, model_key)
         results = []
@@ -122,6 +129,8 @@ def run_build(plan: Plan, force: str | None = None) -> int:
         stages.select(b, results)
         report_path = stages.bundle(b, model_dir, ref_dir, results)
     print(summary_table(results, report_path))
+    from .verify.refstore import provenance, provenance_md
+    print(provenance_md(provenance(ref_dir, "stored" if reference else "computed", reference)))
     missing = _towers_without_shipped(plan, results)
     if missing:
         from .verify.gate import format_shortfalls
@@ -132,6 +141,27 @@ def run_build(plan: Plan, force: str | None = None) -> int:
             f"no artifact passed verification for {', '.join(missing)}; see the table above and "
             f"{report_path}")
     return 0
+
+
+def run_reference(recipe, out_dir: Path | None = None, device: str | None = None) -> dict:
+    """``edgeclip reference``: the recipe's teacher/distill stages and its fp32 reference, through
+    the stage cache a build of the same recipe uses (``<out>/../.cache``), copied to ``out_dir``.
+
+    ``device``: auto (None; cuda when present, else cpu), cpu or cuda (an error when absent)."""
+    from . import stages
+    from .verify.refstore import export_reference, resolve_device
+    device = resolve_device(device)
+    out = Path(out_dir) if out_dir else Path("build") / recipe.name / "reference"
+    plan = Plan(recipe=recipe, target=None, out_dir=out, towers=())
+    t0 = time.perf_counter()
+    with BuildLock(out):
+        b = Build(plan, None)
+        b.progress = Progress(2 + len(recipe.distill))
+        model_dir, model_key = stages.teacher_and_distill(b)
+        ref_dir, _key = stages.reference(b, model_dir, model_key, device=device)
+        export_reference(ref_dir, out)
+    info = json.loads((out / "reference.json").read_text())
+    return {"out": out, "info": info, "seconds": time.perf_counter() - t0}
 
 
 def _towers_without_shipped(plan: Plan, results: list[ArtifactResult]) -> list[str]:

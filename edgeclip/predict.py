@@ -17,8 +17,8 @@ __all__ = ["BundleRunner", "predict", "inspect_text"]
 
 class BundleRunner:
     def __init__(self, bundle_dir: Path, backend: str | None = None, threads: int = 2):
-        from .backends import BACKENDS
-        from .backends.base import Artifact
+        from .bundle import artifact_from_entry
+        from .verify.run import open_runner
         self.dir = Path(bundle_dir)
         self.manifest = load_manifest(self.dir)
         shipped = [a for a in self.manifest["artifacts"] if a["shipped"]]
@@ -32,17 +32,7 @@ class BundleRunner:
                                  + (f" for backend {backend}" if backend else "")
                                  + f"; backends here: {sorted({a['backend'] for a in shipped}) or 'none'}")
             for a in cands:
-                art = Artifact(path=self.dir / a["file"], backend=a["backend"], tower=tower,
-                               quant=a["quant"], input_names=[t["name"] for t in a["inputs"]],
-                               output_names=[t["name"] for t in a["outputs"]],
-                               input_shapes=[t["shape"] for t in a["inputs"]],
-                               input_dtypes=[t["dtype"] for t in a["inputs"]],
-                               output_shapes=[t["shape"] for t in a["outputs"]],
-                               output_dtypes=[t["dtype"] for t in a["outputs"]])
-                r = BACKENDS.get(a["backend"]).runner(art, threads=threads)
-                if r is None and a["backend"] == "coreml":  # off macOS: the MIL interpreter
-                    from .verify.mil import MILRunner
-                    r = MILRunner(art, threads=threads)
+                r = open_runner(artifact_from_entry(self.dir, a), threads)  # MIL interpreter off macOS
                 if r is not None:
                     self.runners[tower] = (a, r)
                     break

@@ -52,14 +52,16 @@ def teacher_and_distill(b) -> tuple[Path, str]:
         make_teacher(r, key, b.cache.root, tmp)
 
     what = "load + pretrain teacher" if r.pretrain else "load teacher"
-    model_dir = b.timed(f"{what} {r.teacher}", "teacher", key, b.cache, run_teacher)
+    teacher_dir = model_dir = b.timed(f"{what} {r.teacher}", "teacher", key, b.cache, run_teacher)
     for i, st in enumerate(r.distill):
-        from .distill import METHODS  # noqa: F401 - the registry says which methods exist
+        from .distill import METHODS
         key = stable_hash("distill", key, st, r.data.train, r.seed)
         prev = model_dir
 
-        def run_distill(tmp: Path, st=st, prev=prev):
-            METHODS.get(st.method).run(teacher_dir=prev, stage=st, recipe=r, out=tmp)
+        # every stage mimics the recipe's teacher and starts from the previous stage's model
+        def run_distill(tmp: Path, st=st, prev=prev, key=key):
+            METHODS.get(st.method).run(teacher_dir=teacher_dir, init_dir=prev, stage=st, recipe=r, out=tmp,
+                                       checkpoint_dir=b.cache.root / f"ckpt-distill-{key}")
 
         model_dir = b.timed(f"distill {i + 1}/{len(r.distill)} {st.method}", "distill", key, b.cache, run_distill)
     return model_dir, key
@@ -68,38 +70,57 @@ def teacher_and_distill(b) -> tuple[Path, str]:
 def _pretrain(model, r, checkpoint_dir: Path) -> None:
     """CLIP-loss training from scratch; checkpoints outside the stage folder so a killed
     build resumes from the last checkpoint instead of step 0."""
-    from .distill.pretrain import default_pretrain_data, pretrain_clip
+    from .distill._data import training_pairs
+    from .distill.pretrain import pretrain_clip
     src, pt = r.data.train, r.pretrain
     if src.source != "synthetic":
         raise ConfigError(f"pretrain: training a teacher from scratch on {src.source} data is not "
                           "supported yet; use data.train.source: synthetic or a pretrained teacher")
-    data = default_pretrain_data(model.facts.image_size, r.seed, pool=min(src.samples or 4096, 4096))
+    data = training_pairs(src, model.facts.image_size, r.seed)  # one caption language after another
     pretrain_clip(model, data, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
                   weight_decay=pt.weight_decay, warmup_steps=pt.warmup_steps, seed=r.seed,
                   checkpoint_dir=str(checkpoint_dir))
 
 
-def reference(b, model_dir: Path, model_key: str) -> tuple[Path, str]:
-    from .evalset import load_eval_groups
-    from .models._preprocess import preprocess_images
-    from .verify.reference import compute_reference
+REFERENCE_FORMAT = 2  # bump when what the reference stage writes changes (2: recipe, weights, eval_key)
+
+
+def reference(b, model_dir: Path, model_key: str, device: str | None = None) -> tuple[Path, str]:
+    """The fp32 reference: ``b.reference_dir`` (``--reference``) after checking it was made for this
+    model and eval set, else computed in the shared cache; ``device`` None = cuda when present."""
+    from .verify import refstore
     r = b.plan.recipe
-    key = stable_hash("reference", model_key, r.data.eval, r.seed)
+    ekey = refstore.eval_key(r.data.eval, r.seed)
+    stored = getattr(b, "reference_dir", None)
+    if stored is not None:
+        t0 = time.perf_counter()
+        info = refstore.check_stored(stored, r, model_key, ekey, refstore.weights_sha256(model_dir),
+                                     b.versions["torch"])
+        key = refstore.stored_key(stored)
+        b.cache.note("reference", key, "stored", path=str(stored), device=info["device"])
+        b.progress.step(f"reference (stored, fp32 torch on {info['device']})", "stored", time.perf_counter() - t0)
+        return Path(stored), key
+    key = stable_hash("reference", model_key, r.data.eval, r.seed, REFERENCE_FORMAT, *([device] if device else []))
 
     def run(tmp: Path):
+        from .evalset import load_eval_groups
+        from .models._preprocess import preprocess_images
+        from .verify.reference import compute_reference
         m = _load(model_dir)
         f = m.facts
         groups = load_eval_groups(r.data.eval, f.image_size, r.seed)
         ref = compute_reference(
             m.image, m.text, m.tokenizer.encode,
             lambda imgs: preprocess_images(imgs, f.image_size, f.mean, f.std, f.resize_mode).numpy(),
-            groups, m.logit_scale, model_key)
+            groups, m.logit_scale, model_key, device=device)
+        ref.info.update(recipe=r.name, teacher=r.teacher, eval_key=ekey, format=REFERENCE_FORMAT,
+                        weights_sha256=refstore.weights_sha256(model_dir))
         ref.save(tmp)
         (tmp / "groups.json").write_text(json.dumps({g.name: {
             "captions": g.captions, "class_names": list(g.class_names),
             "class_prompts": g.class_prompts} for g in groups}, ensure_ascii=False))
 
-    d = b.timed("reference (fp32 torch)", "reference", key, b.cache, run)
+    d = b.timed(f"reference (fp32 torch{', ' + device if device else ''})", "reference", key, b.cache, run)
     return d, key
 
 
@@ -169,24 +190,9 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
     verify_key = stable_hash("verify", export_key, ref_key, MIL_INTERPRETER_VERSION)
 
     def run_verify(tmp: Path):
-        from .verify.reference import Reference, evaluate
-        ref = Reference.load(ref_dir)
-        runner = backend.runner(art, threads=t.bench.threads)
-        if runner is None and p.backend == "coreml":  # off macOS: the reference MIL interpreter
-            from .verify.mil import MILRunner
-            runner = MILRunner(art, threads=t.bench.threads)
-        if runner is None:
-            (tmp / "verify.json").write_text(json.dumps({"runner": None, "metrics": {}, "why": (
-                f"no {p.backend} runtime on this OS; the artifact was converted but not run")}))
-            return
-        if p.tower == "image":
-            outputs = {"image": _run_each(runner, ref.pixels)}
-        else:
-            outputs = {"text": _run_each(runner, ref.caption_ids), "prompt": _run_each(runner, ref.prompt_ids)}
-        metrics = evaluate(ref, p.tower, outputs)
-        (tmp / "verify.json").write_text(json.dumps({
-            "runner": runner.runtime, "emulated": bool(getattr(runner, "emulated", False)),
-            "metrics": metrics}))
+        from .verify.reference import Reference
+        from .verify.run import check_artifact  # shared with `edgeclip verify BUNDLE`
+        (tmp / "verify.json").write_text(json.dumps(check_artifact(art, Reference.load(ref_dir), t.bench.threads)))
 
     vdir = b.timed(f"verify {label}", "verify", verify_key, b.cache, run_verify, quiet=True)
     v = json.loads((vdir / "verify.json").read_text())
@@ -219,12 +225,6 @@ def _bench_inputs(art) -> tuple[np.ndarray, ...]:
         else:
             out.append(rng.standard_normal(shape).astype(dtype))
     return tuple(out)
-
-
-def _run_each(runner, batch: np.ndarray) -> np.ndarray:
-    """Run a batch-1 artifact row by row."""
-    return np.concatenate([np.asarray(runner(np.ascontiguousarray(batch[i:i + 1]))).reshape(1, -1)
-                           for i in range(len(batch))]).astype(np.float32)
 
 
 def select(b, results) -> None:
@@ -298,6 +298,7 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
     from . import __version__
     from .bundle import write_manifest
     from .pipeline import copy_into
+    from .verify import refstore
     from .verify.report import write_report
     out, r, t = b.plan.out_dir, b.plan.recipe, b.plan.target
     t0 = time.perf_counter()
@@ -309,6 +310,10 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
     samples = ["a photo of a cat", "a small red square left of a blue circle", "一只猫的照片",
                "Hello, World! 123", "a " * 100]
     (tok_dir / "test_vectors.json").write_text(json.dumps(m.tokenizer.test_vectors(samples), ensure_ascii=False, indent=1))
+    # the reference outputs travel with the bundle: `edgeclip verify BUNDLE` re-runs the checks on them
+    stored = getattr(b, "reference_dir", None)
+    ref = refstore.provenance(ref_dir, "stored" if stored else "computed", stored)
+    ref["files"] = refstore.copy_into_bundle(ref_dir, out / "reference")
     records, arts = [], []
     for res in results:
         records += _records(b, res)
@@ -321,13 +326,16 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
                  "metrics": {**res.metrics, **({"latency_p50_ms": res.latency["p50_ms"]} if res.latency else {})},
                  "delegated_fraction": res.artifact.get("delegated_fraction"),
                  "compute_delegated_fraction": res.artifact.get("extra", {}).get("compute_delegated_fraction"),
-                 "not_delegated": res.artifact.get("not_delegated", []), "notes": res.artifact.get("notes", [])}
+                 "not_delegated": res.artifact.get("not_delegated", []), "notes": res.artifact.get("notes", []),
+                 "thresholds": {k: v for k, v in vars(res.thresholds).items() if v is not None}
+                 if res.thresholds else {}}
         if res.shipped:
             dst = out / "artifacts" / f"{res.planned.backend}-{src.name}"
             copy_into(src, dst)
             entry["file"] = f"artifacts/{dst.name}"
             arts.append(entry)
-    write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}})
+    write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref},
+                 extra_md=refstore.provenance_md(ref))
     f = m.facts
     manifest = {
         "edgeclip_version": __version__,
@@ -344,6 +352,8 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
                       "files": [f"tokenizer/{n}" for n in tok_files], "test_vectors": "tokenizer/test_vectors.json"},
         "labels": None,
         "artifacts": arts,
+        "reference": ref,
+        "bench": {"warmup": t.bench.warmup, "runs": t.bench.runs, "threads": t.bench.threads},
         "versions": b.versions,
     }
     write_manifest(out, manifest)

@@ -20,7 +20,7 @@ SCHEMA = "edgeclip.report/1"
 METRIC_UNITS = {
     "cosine_mean": "", "cosine_min": "", "psnr_db": "dB", "top1_agreement": "fraction",
     "zero_shot_top1": "fraction", "r1_agreement": "fraction", "r5_agreement": "fraction",
-    "latency_p50_ms": "ms", "latency_p90_ms": "ms", "latency_min_ms": "ms", "load_ms": "ms",
+    "latency_p50_ms": "ms", "latency_p90_ms": "ms", "latency_p95_ms": "ms", "latency_min_ms": "ms", "load_ms": "ms",
     "peak_rss_mb": "MB", "size_mb": "MB", "delegated_fraction": "fraction",
     "compute_delegated_fraction": "fraction", "gflop": "GFLOP", "build_s": "s", "roofline_ratio": "x",
 }

@@ -1,0 +1,52 @@
+"""Run one artifact over the reference inputs and score it: shared by the build's verify stage,
+``edgeclip verify BUNDLE`` and ``edgeclip predict``.
+
+``open_runner`` picks the artifact's own runtime where this OS has one; off macOS a CoreML
+artifact runs in the reference MIL interpreter instead (``emulated=True``, so reports say so).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["open_runner", "why_no_runner", "run_rows", "tower_outputs", "check_artifact"]
+
+
+def open_runner(art, threads: int = 2):
+    """The artifact's Runner, the MIL interpreter for CoreML off macOS, or None."""
+    from ..backends import BACKENDS
+    runner = BACKENDS.get(art.backend).runner(art, threads=threads)
+    if runner is None and art.backend == "coreml":  # off macOS: the reference MIL interpreter
+        from .mil import MILRunner
+        runner = MILRunner(art, threads=threads)
+    return runner
+
+
+def why_no_runner(art) -> str:
+    from ..backends import BACKENDS
+    why = BACKENDS.get(art.backend).why_no_runner(art)
+    return why or f"no {art.backend} runtime on this OS"
+
+
+def run_rows(runner, batch: np.ndarray) -> np.ndarray:
+    """Run a batch-1 artifact row by row."""
+    return np.concatenate([np.asarray(runner(np.ascontiguousarray(batch[i:i + 1]))).reshape(1, -1)
+                           for i in range(len(batch))]).astype(np.float32)
+
+
+def tower_outputs(runner, ref, tower: str) -> dict[str, np.ndarray]:
+    """The outputs ``reference.evaluate`` scores: images, or captions then prompts."""
+    if tower == "image":
+        return {"image": run_rows(runner, ref.pixels)}
+    return {"text": run_rows(runner, ref.caption_ids), "prompt": run_rows(runner, ref.prompt_ids)}
+
+
+def check_artifact(art, ref, threads: int = 2) -> dict:
+    """``{"runner", "emulated", "metrics"}``; runner None (and ``why``) where nothing can run it."""
+    from .reference import evaluate
+    runner = open_runner(art, threads)
+    if runner is None:
+        return {"runner": None, "emulated": False, "metrics": {},
+                "why": f"{why_no_runner(art)}; the artifact was converted but not run"}
+    metrics = evaluate(ref, art.tower, tower_outputs(runner, ref, art.tower))
+    return {"runner": runner.runtime, "emulated": bool(getattr(runner, "emulated", False)),
+            "metrics": metrics}
