@@ -1,7 +1,8 @@
 """The canonical names of DESIGN.md "Contracts": every part spells them from here."""
 from __future__ import annotations
 
-__all__ = ["BACKENDS", "QUANT_MODES", "TOWERS", "TEACHER_SCHEMES", "DISTILL_METHODS", "FORMATS"]
+__all__ = ["BACKENDS", "QUANT_MODES", "TOWERS", "TEACHER_SCHEMES", "DISTILL_METHODS", "FORMATS",
+           "STUDENT_SHAPE_KEYS"]
 
 BACKENDS = ("coreml", "executorch", "litert", "onnx")
 FORMATS = {"coreml": ".mlpackage", "executorch": ".pte", "litert": ".tflite", "onnx": ".onnx"}
@@ -12,3 +13,6 @@ QUANT_MODES = (
 TOWERS = ("image", "text", "zero-shot-head")
 TEACHER_SCHEMES = ("openclip", "hf", "file", "builtin")
 DISTILL_METHODS = ("tinyclip", "mobileclip", "dcclip")
+
+# What a recipe may set on a student tower that inherits from its teacher (models/inherit.py).
+STUDENT_SHAPE_KEYS = ("layers", "width", "heads", "mlp_ratio", "embed_dim", "patch_size")

@@ -40,8 +40,10 @@ class Plan:
                      f"({pt.steps} steps, batch {pt.batch_size})")
         if self.recipe.distill:
             for i, st in enumerate(self.recipe.distill, 1):
-                who = st.student or "previous stage's student"
-                s.append(f"distill {i}/{len(self.recipe.distill)}       {st.method} -> {who} "
+                from .distill import METHODS
+                what = METHODS.get(st.method).describe(st)
+                name = f" {st.name}" if st.name else ""
+                s.append(f"distill {i}/{len(self.recipe.distill)}       {st.method}{name}: {what} "
                          f"({st.steps} steps, batch {st.batch_size})")
         else:
             s.append("distill           none: the recipe has no distillation stage, the teacher "
@@ -77,6 +79,12 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
     plan = Plan(recipe=recipe, target=target, out_dir=out_dir, towers=towers)
     if not recipe.distill:
         plan.notes.append("no distillation stage: the teacher is compiled as it is")
+    from .distill import METHODS
+    for i, st in enumerate(recipe.distill, 1):
+        try:
+            METHODS.get(st.method).check(st)
+        except ConfigError as e:
+            raise ConfigError(f"distill stage {i} ({st.method}): {e}") from None
 
     for entry in target.backends:
         backend = BACKENDS.get(entry.backend)

@@ -3,7 +3,8 @@
 The teacher lands in ``<root>/.cache/teacher-<key>`` (``<root>`` = ``build/<recipe>`` unless
 ``--out``), the same stage folder ``edgeclip build`` uses for that recipe, so a later build of any
 target reuses it. Next to the weights, ``zero_shot.json`` holds held-out zero-shot top-1 on the
-embedded world (shape, colour and unseen shape-colour pairs) with English and Chinese prompts.
+embedded world (shape, colour and unseen shape-colour pairs) with English and Chinese prompts,
+and image->text / text->image retrieval R@1 over held-out scenes with their canonical captions.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def score_teacher(model_path: Path, n: int = 200, seed: int = 0) -> dict:
     """{lang: {kind: {accuracy, chance, n, classes}}} on the world's held-out split."""
     import torch
 
-    from .distill.evaluate import evaluate_synthetic
+    from .distill.evaluate import evaluate_synthetic, retrieval_r1
     from .models import load_model
 
     model = load_model(f"file:{model_path}").eval()
@@ -34,6 +35,9 @@ def score_teacher(model_path: Path, n: int = 200, seed: int = 0) -> dict:
             scores = evaluate_synthetic(model, n=n, split="heldout", seed=seed, lang=lang)
             out[lang] = {k: {"accuracy": s.accuracy, "chance": s.chance, "n": s.n, "classes": s.classes}
                          for k, s in scores.items()}
+            r = retrieval_r1(model, n=n, split="heldout", seed=seed, lang=lang)
+            out[lang]["retrieval-i2t"] = {"accuracy": r["i2t_r1"], "chance": r["chance"], "n": n, "classes": n}
+            out[lang]["retrieval-t2i"] = {"accuracy": r["t2i_r1"], "chance": r["chance"], "n": n, "classes": n}
     return out
 
 
@@ -67,7 +71,8 @@ def run_pretrain(recipe, out_root: Path | None = None, force: bool = False) -> d
                 make_teacher(recipe, key, cache.root, tmp)
             folder = cache.path("teacher", key)
         scores_path = folder / "zero_shot.json"
-        if not scores_path.exists():  # written beside the weights, outside the stage's key
+        stale = scores_path.exists() and "retrieval-i2t" not in json.loads(scores_path.read_text()).get("en", {})
+        if stale or not scores_path.exists():  # written beside the weights, outside the stage's key
             write_json_atomic(scores_path, score_teacher(folder / "model.safetensors", seed=recipe.seed))
     return {"model": folder / "model.safetensors", "cached": cached, "seconds": time.perf_counter() - t0,
             "scores": json.loads(scores_path.read_text())}

@@ -1,7 +1,8 @@
 """Distillation: losses (pure functions), the shared trainer, and one module per method.
 
     METHODS                     Registry("distillation method"): name -> module with
-                                run(teacher_dir, stage, recipe, out); methods register on import
+                                check(stage) (plan-time validation) and run(teacher_dir, init_dir,
+                                stage, recipe, out, checkpoint_dir): tinyclip
     clip_loss(image_emb, text_emb, logit_scale)      symmetric InfoNCE, gathered across ranks
     gather_features(x)                               all_gather, gradient kept for the local shard
     Trainer(module, loss_fn, data, TrainConfig(...)).fit(stop_at=None) -> TrainResult
@@ -19,9 +20,9 @@ import importlib
 from ..registry import Registry
 
 __all__ = [
-    "METHODS", "clip_loss", "clip_logits", "gather_features", "Trainer", "TrainConfig",
+    "METHODS", "clip_loss", "clip_logits", "gather_features", "affinity_loss", "tinyclip_loss", "Trainer", "TrainConfig",
     "TrainResult", "StepBatches", "pretrain_clip", "train_clip", "PRETRAIN_DEFAULTS",
-    "zero_shot_accuracy", "evaluate_synthetic", "ZeroShotScore",
+    "zero_shot_accuracy", "evaluate_synthetic", "ZeroShotScore", "retrieval_r1",
 ]
 
 METHODS: Registry = Registry("distillation method")
@@ -38,14 +39,16 @@ class _LazyMethod:
         return getattr(importlib.import_module(f".{self.module}", __name__), attr)
 
 
-# Methods register here as they land, e.g. METHODS.register("tinyclip", _LazyMethod("tinyclip")).
+METHODS.register("tinyclip", _LazyMethod("tinyclip"))
 
 _LAZY = {
     "clip_loss": "losses", "clip_logits": "losses", "gather_features": "losses",
+    "affinity_loss": "losses", "tinyclip_loss": "losses",
     "Trainer": "trainer", "TrainConfig": "trainer", "TrainResult": "trainer",
     "StepBatches": "batches",
     "pretrain_clip": "pretrain", "train_clip": "pretrain", "PRETRAIN_DEFAULTS": "pretrain",
     "zero_shot_accuracy": "evaluate", "evaluate_synthetic": "evaluate", "ZeroShotScore": "evaluate",
+    "retrieval_r1": "evaluate",
 }
 
 

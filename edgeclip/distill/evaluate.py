@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ZeroShotScore", "class_embeddings", "zero_shot_accuracy", "evaluate_synthetic",
+__all__ = ["ZeroShotScore", "class_embeddings", "zero_shot_accuracy", "evaluate_synthetic", "retrieval_r1",
            "DEFAULT_KINDS"]
 
 DEFAULT_KINDS = ("shape", "colour", "shape-colour")
@@ -57,3 +57,22 @@ def zero_shot_accuracy(model, kind: str, n: int = 200, split: str = "heldout", s
 def evaluate_synthetic(model, kinds=DEFAULT_KINDS, n: int = 200, split: str = "heldout",
                        seed: int = 0, lang: str = "en") -> dict[str, ZeroShotScore]:
     return {k: zero_shot_accuracy(model, k, n=n, split=split, seed=seed, lang=lang) for k in kinds}
+
+
+def retrieval_r1(model, n: int = 200, split: str = "heldout", seed: int = 0, lang: str = "en") -> dict[str, float]:
+    """Image->text and text->image recall@1 over ``n`` scenes of the synthetic world with their
+    canonical captions. A retrieved caption counts when its text equals the true one (two scenes
+    can share a caption), a retrieved image when its caption does."""
+    from ..data import SyntheticWorld
+
+    world = SyntheticWorld(seed=seed, image_size=model.facts.image_size, split=split, length=n, lang=lang)
+    items = [world[i] for i in range(n)]
+    caps = [c for _, c, _ in items]
+    img = model.encode_image(np.stack([im for im, _, _ in items]))
+    txt = model.encode_text(caps).to(img.device)
+    sims = (img @ txt.t()).cpu().numpy()
+    same = np.array([[a == b for b in caps] for a in caps])
+    rows = np.arange(n)
+    i2t = same[rows, sims.argmax(1)].mean()
+    t2i = same[sims.argmax(0), rows].mean()
+    return {"i2t_r1": float(i2t), "t2i_r1": float(t2i), "chance": float(same.sum(1).mean() / n), "n": n}

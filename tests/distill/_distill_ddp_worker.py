@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from _distill_toy import Toy, toy_batches, toy_loss  # noqa: E402
 
-from edgeclip.distill.losses import clip_loss  # noqa: E402
+from edgeclip.distill.losses import affinity_loss, clip_loss  # noqa: E402
 from edgeclip.distill.trainer import TrainConfig, Trainer  # noqa: E402
 
 
@@ -31,11 +31,17 @@ def main(out: str, steps: int) -> None:
     img, txt = img_all[mine].clone().requires_grad_(), txt_all[mine].clone().requires_grad_()
     loss = clip_loss(img, txt, 4.0)
     loss.backward()
+    # TinyCLIP's affinity loss, teacher features gathered too
+    t_img = torch.nn.functional.normalize(torch.randn(6, 7, generator=g, dtype=torch.float64), dim=-1)
+    t_txt = torch.nn.functional.normalize(torch.randn(6, 7, generator=g, dtype=torch.float64), dim=-1)
+    a_img = img_all[mine].clone().requires_grad_()
+    aff = affinity_loss(a_img, txt_all[mine], 4.0, t_img[mine], t_txt[mine], 50.0)
+    aff.backward()
 
     result = trainer.fit()
     trainer.close()
     torch.save({"rank": rank, "world": world, "loss": loss.detach(), "img_grad": img.grad,
-                "txt_grad": txt.grad, "weights": trainer.module.state_dict(),
+                "txt_grad": txt.grad, "aff": aff.detach(), "aff_img_grad": a_img.grad, "weights": trainer.module.state_dict(),
                 "losses": torch.tensor(result.losses)}, os.path.join(out, f"rank{rank}.pt"))
 
 

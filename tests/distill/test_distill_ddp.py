@@ -10,7 +10,7 @@ import pytest
 import torch
 from _distill_toy import Toy, toy_batches, toy_loss
 
-from edgeclip.distill.losses import clip_loss
+from edgeclip.distill.losses import affinity_loss, clip_loss
 from edgeclip.distill.trainer import TrainConfig, Trainer
 
 STEPS = 4
@@ -44,6 +44,14 @@ def test_gathered_loss_and_local_gradients_match_one_process(ddp_run):
     # ... and its own shard receives exactly the full-batch gradient of those rows
     assert torch.allclose(r0["img_grad"], img.grad[:3]) and torch.allclose(r1["img_grad"], img.grad[3:])
     assert torch.allclose(r0["txt_grad"], txt.grad[:3]) and torch.allclose(r1["txt_grad"], txt.grad[3:])
+    # affinity mimicking sees the whole global batch of student and teacher features too
+    t_img = torch.nn.functional.normalize(torch.randn(6, 7, generator=g, dtype=torch.float64), dim=-1)
+    t_txt = torch.nn.functional.normalize(torch.randn(6, 7, generator=g, dtype=torch.float64), dim=-1)
+    a_img = img.detach().clone().requires_grad_()
+    aff = affinity_loss(a_img, txt.detach(), 4.0, t_img, t_txt, 50.0)
+    aff.backward()
+    assert torch.allclose(r0["aff"], aff.detach()) and torch.allclose(r1["aff"], aff.detach())
+    assert torch.allclose(r0["aff_img_grad"], a_img.grad[:3]) and torch.allclose(r1["aff_img_grad"], a_img.grad[3:])
 
 
 @pytest.mark.slow
