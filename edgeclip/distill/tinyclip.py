@@ -14,8 +14,14 @@ One recipe stage::
         alpha: 1.0               # affinity weight; 1 - alpha goes to the CLIP loss
         logit_scale: 50          # student scale, fixed (the paper) or "learn"
         teacher_logit_scale: 50  # teacher scale, fixed (the paper) or "teacher" (its learned one)
-        target_sparsity: 0.5     # auto: fraction of the encoders' parameters to remove
-        sparsity_warmup: 150     # auto: steps over which the target ramps up from 0
+        target_sparsity: 0.5     # auto: fraction of the transformer blocks' parameters to remove
+        sparsity_warmup: 150     # auto: steps over which the target ramps up from 0 (default steps/2)
+        mask_lr: 0.02            # auto: lr of the hard-concrete masks and Lagrange multipliers;
+        init_log_alpha: 4.6      #   TinyCLIP's values need thousands of steps: short stages want ~0.2, ~2
+
+Automatic inheritance (``inherit: auto``) learns which hidden dims, heads and FFN neurons to keep
+with hard-concrete masks and a Lagrangian sparsity penalty (``hard_concrete.py``) while mimicking,
+then physically prunes them (``models/prune.py``); the pruned student exports like any other.
 
 The affinity teacher is always the recipe's teacher; the student starts from the previous stage's
 model (the teacher itself for the first stage), which is how progressive recipes
@@ -24,6 +30,7 @@ model (the teacher itself for the first stage), which is how progressive recipes
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -48,6 +55,8 @@ class TinyClipOptions:
     teacher_logit_scale: float | str = 50.0
     target_sparsity: float | None = None
     sparsity_warmup: int | None = None
+    mask_lr: float = 0.02                # auto: lr of the masks and the Lagrange multipliers (TinyCLIP's)
+    init_log_alpha: float = math.log(100)  # auto: masks start nearly open (TinyCLIP's)
     evaluate: bool = True
 
     def __post_init__(self):
@@ -66,6 +75,8 @@ class TinyClipOptions:
             if self.image or self.text:
                 raise ConfigError("tinyclip inherit: auto learns the student's shape; drop options.image/"
                                   "options.text (or use inherit: manual to give the shape)")
+            if not self.mask_lr > 0:
+                raise ConfigError(f"tinyclip mask_lr: must be > 0, found {self.mask_lr}")
         elif self.target_sparsity is not None or self.sparsity_warmup is not None:
             raise ConfigError("tinyclip target_sparsity/sparsity_warmup only apply to inherit: auto")
         object.__setattr__(self, "inherit_towers", tuple(self.inherit_towers))
@@ -100,9 +111,10 @@ def check(stage) -> None:
 def describe(stage) -> str:
     """One line for ``build --plan``."""
     o = parse_options(stage.options)
-    shape = ", ".join(f"{t} {getattr(o, t)}" for t in ("image", "text") if getattr(o, t)) or "same shape"
+    shape = ", ".join(f"{t} {getattr(o, t)}" for t in ("image", "text") if getattr(o, t))
+    shape = shape or ("shape learned" if o.inherit == "auto" else "same shape")
     if o.inherit == "auto":
-        how = f"learns its shape (auto, {o.target_sparsity:.0%} of parameters removed)"
+        how = f"learns its shape (auto, {o.target_sparsity:.0%} of its block parameters removed)"
     else:
         how = f"inherits {'+'.join(o.inherit_towers)} (manual)" if o.inherit == "manual" else "random init"
     return f"student {how}, {shape}; affinity alpha {o.alpha}"
@@ -148,9 +160,12 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
     module.logit_scale.requires_grad_(learn)
     masks = None
     if opts.inherit == "auto":
-        from .tinyclip_auto import attach_masks
+        from .hard_concrete import attach_clip_masks
 
-        masks = attach_masks(module, opts, steps)
+        warm = opts.sparsity_warmup if opts.sparsity_warmup is not None else steps // 2
+        masks = attach_clip_masks(module, target_sparsity=float(opts.target_sparsity), warmup_steps=warm,
+                                  init_log_alpha=float(opts.init_log_alpha), mask_lr=float(opts.mask_lr),
+                                  lambda_lr=float(opts.mask_lr))
     teacher.eval()
     for p in (*teacher.image.parameters(), *teacher.text.parameters()):
         p.requires_grad_(False)

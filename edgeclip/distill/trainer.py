@@ -13,7 +13,8 @@
   state and each rank takes its own shard. Any iterable also works: each rank iterates it as is
   (shard it yourself) and a resume fast-forwards over the batches already consumed.
 
-AdamW without weight decay on biases, norms, embeddings and the logit scale; linear warmup then
+AdamW without weight decay on biases, norms, embeddings and the logit scale (a submodule may
+claim its own groups with ``optimizer_groups()``, see ``param_groups``); linear warmup then
 cosine decay; gradient clipping; bf16 autocast on CUDA (fp32 on CPU); ``state.pt`` checkpoints
 (atomic) that resume bit-identically on CPU; a tqdm bar with loss and samples/s; DDP through
 ``torchrun`` (gloo on CPU, nccl on CUDA) when ``WORLD_SIZE>1``.
@@ -120,10 +121,17 @@ def split_decay(module: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decayed and not-decayed groups, plus the groups of any submodule defining
+    ``optimizer_groups() -> list[dict]`` (e.g. pruning masks and their Lagrange multipliers, which
+    want their own lr): those parameters leave the default groups; the lr schedule scales all."""
+    own = [g for m in module.modules() if callable(getattr(m, "optimizer_groups", None))
+           for g in m.optimizer_groups()]
+    claimed = {id(p) for g in own for p in g["params"]}
     decay, no_decay = split_decay(module)
     params = dict(module.named_parameters())
-    return [{"params": [params[n] for n in decay], "weight_decay": weight_decay},
-            {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+    return [{"params": [params[n] for n in decay if id(params[n]) not in claimed], "weight_decay": weight_decay},
+            {"params": [params[n] for n in no_decay if id(params[n]) not in claimed], "weight_decay": 0.0},
+            *own]
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:

@@ -54,30 +54,36 @@ class LayerScale(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with explicit ops and an optional additive mask."""
+    """Multi-head self-attention with explicit ops and an optional additive mask.
 
-    def __init__(self, width: int, heads: int):
+    ``head_dim`` defaults to ``width // heads``; a pruned block keeps its teacher's head dim, so
+    ``heads * head_dim`` may differ from ``width``."""
+
+    def __init__(self, width: int, heads: int, head_dim: int | None = None):
         super().__init__()
-        if width % heads:
-            raise ValueError(f"width {width} is not divisible by heads {heads}")
-        self.heads = heads
-        self.scale = (width // heads) ** -0.5
-        self.q = nn.Linear(width, width)
-        self.k = nn.Linear(width, width)
-        self.v = nn.Linear(width, width)
-        self.out = nn.Linear(width, width)
+        if head_dim is None:
+            if width % heads:
+                raise ValueError(f"width {width} is not divisible by heads {heads}")
+            head_dim = width // heads
+        self.heads, self.head_dim = heads, head_dim
+        self.scale = head_dim ** -0.5
+        inner = heads * head_dim
+        self.q = nn.Linear(width, inner)
+        self.k = nn.Linear(width, inner)
+        self.v = nn.Linear(width, inner)
+        self.out = nn.Linear(inner, width)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, n, d = x.shape
-        h = self.heads
-        q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)  # [B, H, N, hd]
-        k = self.k(x).reshape(b, n, h, d // h).transpose(1, 2)
-        v = self.v(x).reshape(b, n, h, d // h).transpose(1, 2)
+        b, n, _ = x.shape
+        h, hd = self.heads, self.head_dim
+        q = self.q(x).reshape(b, n, h, hd).transpose(1, 2)  # [B, H, N, hd]
+        k = self.k(x).reshape(b, n, h, hd).transpose(1, 2)
+        v = self.v(x).reshape(b, n, h, hd).transpose(1, 2)
         s = torch.matmul(q * self.scale, k.transpose(-1, -2))
         if mask is not None:
             s = s + mask
         a = torch.softmax(s, dim=-1)
-        o = torch.matmul(a, v).transpose(1, 2).reshape(b, n, d)
+        o = torch.matmul(a, v).transpose(1, 2).reshape(b, n, h * hd)
         return self.out(o)
 
 
@@ -85,11 +91,12 @@ class Block(nn.Module):
     """Pre-norm transformer block (CLIP layout: ln_1, attn, ln_2, mlp; optional layer scale)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, act: str = "gelu",
-                 ln_eps: float = 1e-5, layer_scale: bool = False):
+                 ln_eps: float = 1e-5, layer_scale: bool = False, head_dim: int | None = None,
+                 mlp_hidden: int | None = None):
         super().__init__()
-        hidden = int(round(width * mlp_ratio))
+        hidden = int(round(width * mlp_ratio)) if mlp_hidden is None else int(mlp_hidden)
         self.ln_1 = nn.LayerNorm(width, eps=ln_eps)
-        self.attn = Attention(width, heads)
+        self.attn = Attention(width, heads, head_dim)
         self.ls_1 = LayerScale(width) if layer_scale else nn.Identity()
         self.ln_2 = nn.LayerNorm(width, eps=ln_eps)
         self.mlp = nn.Sequential()

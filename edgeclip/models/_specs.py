@@ -10,7 +10,8 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ViTSpec", "TextSpec", "MCiSpec", "NativeSpec", "IMAGE_SPECS", "TEXT_SPECS", "spec_from_dict", "spec_to_dict"]
+__all__ = ["ViTSpec", "TextSpec", "MCiSpec", "NativeSpec", "IMAGE_SPECS", "TEXT_SPECS", "spec_from_dict", "spec_to_dict",
+           "block_dims"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class ViTSpec:
     ln_eps: float = 1e-5
     ln_pre: bool = True
     layer_scale: bool = False
+    # Structured pruning (TinyCLIP auto inheritance) leaves per-layer shapes; None: the uniform ones.
+    head_dim: int | None = None                 # None: width // heads
+    layer_heads: tuple[int, ...] | None = None  # heads of each block; None: ``heads`` everywhere
+    layer_mlp: tuple[int, ...] | None = None    # MLP hidden size of each block; None: width * mlp_ratio
     kind: str = "vit"
 
 
@@ -50,6 +55,9 @@ class TextSpec:
     pad_id: int = 0
     proj_bias: bool = False
     layer_scale: bool = False
+    head_dim: int | None = None                 # as ViTSpec: set by structured pruning
+    layer_heads: tuple[int, ...] | None = None
+    layer_mlp: tuple[int, ...] | None = None
     kind: str = "transformer"
 
 
@@ -104,4 +112,25 @@ def spec_from_dict(d: dict[str, Any], table: dict[str, type], what: str):
 
 
 def spec_to_dict(spec) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}
+    # optional fields left at None are omitted, so unpruned specs serialize as before
+    optional = {f.name for f in fields(spec) if f.default is None}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()
+            if not (v is None and k in optional)}
+
+
+def block_dims(spec: ViTSpec | TextSpec) -> list[tuple[int, int, int]]:
+    """``(heads, head_dim, mlp_hidden)`` of each block of a ViT or text transformer spec."""
+    head_dim = spec.head_dim
+    if head_dim is None:
+        if spec.width % spec.heads:
+            raise ConfigError(f"width {spec.width} is not divisible by heads {spec.heads}")
+        head_dim = spec.width // spec.heads
+    heads = spec.layer_heads if spec.layer_heads is not None else (spec.heads,) * spec.layers
+    mlp = spec.layer_mlp if spec.layer_mlp is not None else (int(round(spec.width * spec.mlp_ratio)),) * spec.layers
+    if len(heads) != spec.layers or len(mlp) != spec.layers:
+        raise ConfigError(f"layer_heads ({len(heads)}) and layer_mlp ({len(mlp)}) must have one entry "
+                          f"per layer ({spec.layers})")
+    if min(heads, default=1) < 1 or min(mlp, default=1) < 1 or head_dim < 1:
+        raise ConfigError(f"every block needs >= 1 head, head dim and MLP unit; found heads {heads}, "
+                          f"head_dim {head_dim}, mlp {mlp}")
+    return [(int(h), int(head_dim), int(m)) for h, m in zip(heads, mlp)]

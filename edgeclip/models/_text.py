@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._layers import MASK_VALUE, Block, init_transformer_
-from ._specs import TextSpec
+from ._specs import TextSpec, block_dims
 
 __all__ = ["TextTransformer", "causal_mask"]
 
@@ -35,8 +35,8 @@ class TextTransformer(nn.Module):
         self.token_embedding = nn.Embedding(spec.vocab_size, w)
         self.pos_embed = nn.Parameter(torch.zeros(spec.context_length, w))
         self.blocks = nn.ModuleList(
-            Block(w, spec.heads, spec.mlp_ratio, spec.act, spec.ln_eps, spec.layer_scale)
-            for _ in range(spec.layers)
+            Block(w, h, spec.mlp_ratio, spec.act, spec.ln_eps, spec.layer_scale, head_dim=hd, mlp_hidden=m)
+            for h, hd, m in block_dims(spec)
         )
         self.ln_final = nn.LayerNorm(w, eps=spec.ln_eps)
         self.proj = nn.Linear(w, spec.embed_dim, bias=spec.proj_bias)

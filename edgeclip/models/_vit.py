@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ._layers import Block, init_transformer_
-from ._specs import ViTSpec
+from ._specs import ViTSpec, block_dims
 
 __all__ = ["ViT"]
 
@@ -25,8 +25,8 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(grid * grid + 1, w))
         self.ln_pre = nn.LayerNorm(w, eps=spec.ln_eps) if spec.ln_pre else nn.Identity()
         self.blocks = nn.ModuleList(
-            Block(w, spec.heads, spec.mlp_ratio, spec.act, spec.ln_eps, spec.layer_scale)
-            for _ in range(spec.layers)
+            Block(w, h, spec.mlp_ratio, spec.act, spec.ln_eps, spec.layer_scale, head_dim=hd, mlp_hidden=m)
+            for h, hd, m in block_dims(spec)
         )
         self.ln_post = nn.LayerNorm(w, eps=spec.ln_eps)
         self.proj = nn.Linear(w, spec.embed_dim, bias=False)

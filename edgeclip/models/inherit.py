@@ -67,7 +67,15 @@ def _spec_of(encoder: nn.Module):
         kind = getattr(spec, "kind", type(encoder).__name__)
         raise ConfigError(f"weight inheritance covers ViT and transformer text towers, not {kind!r}; "
                           "use inherit: none for this tower (random init) or a ViT teacher")
+    if _pruned(spec):
+        raise ConfigError("manual inheritance cannot reshape a tower pruned by automatic inheritance "
+                          "(its layers differ in heads and MLP size); follow an auto stage with another "
+                          "auto stage, or give this stage no image/text shape")
     return spec
+
+
+def _pruned(spec) -> bool:
+    return any(getattr(spec, k, None) is not None for k in ("head_dim", "layer_heads", "layer_mlp"))
 
 
 def inherit_encoder(teacher: nn.Module, student: nn.Module) -> dict[str, Any]:
@@ -115,6 +123,9 @@ def student_config(teacher_config: dict[str, Any], image: dict[str, Any] | None 
                 raise ConfigError(f"student {tower} shape: the teacher's {tower} tower ({spec.get('kind')}) "
                                   "cannot be reshaped; only ViT and transformer towers can")
             continue
+        if shape and any(spec.get(k) is not None for k in ("head_dim", "layer_heads", "layer_mlp")):
+            raise ConfigError(f"student {tower} shape: the tower was pruned by automatic inheritance and "
+                              "cannot be reshaped by hand; use another auto stage")
         head_dim = spec["width"] // spec["heads"]
         for k, v in shape.items():
             spec[k] = v
@@ -140,8 +151,14 @@ def inherit_model(teacher, image: dict[str, Any] | None = None, text: dict[str, 
     cfg.pop("weights", None)
     student = assemble(cfg, uri=f"{teacher.uri}:student", seed=seed, tokenizer=teacher.tokenizer)
     info: dict[str, Any] = {}
+    shapes = {"image": image, "text": text}
     with torch.no_grad():
         for tower in towers:
-            info[tower] = inherit_encoder(getattr(teacher, tower).encoder, getattr(student, tower).encoder)
+            src, dst = getattr(teacher, tower).encoder, getattr(student, tower).encoder
+            if not shapes[tower]:  # same shape (also a pruned one): the weights as they are
+                dst.load_state_dict(src.state_dict(), strict=True)
+                info[tower] = {"copied": True}
+            else:
+                info[tower] = inherit_encoder(src, dst)
     student.logit_scale = teacher.logit_scale
     return student, info

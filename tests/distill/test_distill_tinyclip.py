@@ -127,3 +127,23 @@ def test_vit_8m_recipe_student_is_the_papers_shape():
     assert info == {"text": {"layers": [0, 4, 8], "heads": 4, "width": 256}}
     t_blk, s_blk = teacher.text.encoder.blocks[4], student.text.encoder.blocks[1]
     assert torch.equal(s_blk.attn.q.weight, t_blk.attn.q.weight[:256, :256])
+
+
+def test_auto_inheritance_learns_a_smaller_student():
+    """inherit: auto masks hidden dims, heads and neurons under the ramped sparsity target while
+    mimicking, then prunes: the student really is smaller and still a plain, exportable model."""
+    from edgeclip.models import build_builtin
+
+    teacher = build_builtin("tiny-vit", seed=0)
+    opts = TinyClipOptions(inherit="auto", target_sparsity=0.5, sparsity_warmup=30, mask_lr=0.2,
+                           init_log_alpha=2.0)
+    student, rec = distill(teacher, teacher, opts, steps=60, batch_size=16, lr=2e-3, weight_decay=0.0,
+                           warmup_steps=2, data=_data(teacher, teacher), progress=False)
+    blocks = lambda m, t: sum(p.numel() for p in getattr(m, t).encoder.blocks.parameters())  # noqa: E731
+    kept = (blocks(student, "image") + blocks(student, "text")) / (blocks(teacher, "image") + blocks(teacher, "text"))
+    assert kept < 0.8, (kept, rec["inherited"]["auto"])
+    assert set(rec["inherited"]["auto"]) >= {"image", "text"}
+    ex = student.image.example_inputs(1)
+    ep = torch.export.export(student.image, ex, strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(*ex), student.image(*ex))

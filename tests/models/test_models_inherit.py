@@ -7,7 +7,7 @@ import torch
 
 from edgeclip.errors import ConfigError
 from edgeclip.models import build_builtin, from_openclip, load_model, save_model
-from edgeclip.models.inherit import depth_indices, inherit_model, packed_qkv_rows, student_config
+from edgeclip.models.inherit import depth_indices, inherit_encoder, inherit_model, packed_qkv_rows, student_config
 
 CAPTIONS = ["a small red square left of a blue circle", "two green triangles on a white background",
             "an astronaut in a white suit", "a photo of a cat"]
@@ -99,4 +99,9 @@ def test_shape_errors():
     with pytest.raises(ConfigError, match="cannot be reshaped"):
         student_config(mci.config, image={"width": 32})
     with pytest.raises(ConfigError, match="ViT and transformer"):
-        inherit_model(mci)  # the conv tower has no inheritance rule
+        inherit_encoder(mci.image.encoder, mci.image.encoder)  # the conv tower has no shrink rule
+    same, info = inherit_model(mci)  # ...but a same-shape student is a copy
+    assert info["image"] == {"copied": True}
+    x = mci.image.example_inputs(1)
+    with torch.no_grad():
+        assert torch.equal(same.image(*x), mci.image(*x))
