@@ -26,17 +26,32 @@ Preprocessing (``preprocess``):
     collate(batch) -> (uint8[B,H,W,3] | list, captions, metas)
     PreprocessCollate(size, mean, std, resize, crop)(batch) -> (float32[B,3,H,W], captions, metas)
     as_torch_dataset(source) -> torch Dataset / IterableDataset   (imports torch when called)
+Reproducible augmentation (``augment``, MobileCLIP's layout; torchvision used when called):
+    AugmentConfig(crop_scale, crop_ratio, rand_augment, num_ops, magnitude, num_magnitude_bins,
+                  ops, hflip, interpolation); .to_dict(), AugmentConfig.from_dict(d)
+    sample_params(rng, height, width, cfg=None, size=224) -> JSON dict
+    apply_params(image, params, size, cfg=None) -> uint8[size,size,3]
+Reinforced datasets (``reinforced``, MobileCLIP's shard layout plus index.json):
+    ReinforcedSample(key, image, caption, syn_captions, param_aug, image_emb, text_emb, meta)
+    write_shard(path, samples, dtype="fp32"|"bf16") -> index entry;  read_shard(path)
+    write_index(root, index), read_index(root), shard_name(i), sha256_file(path)
+    ReinforcedDataset(root, verify=False)                 map-style; .dims, .k, .syn
 
 Importing this package does not import torch.
 """
 from __future__ import annotations
 
 from ._base import BAD_IMAGE_POLICIES, LoaderStats, decode_image
+from .augment import AugmentConfig, apply_params, sample_params
 from .loaders import CsvLoader, FolderLoader, open_dataset
 from .preprocess import (
     CLIP_MEAN, CLIP_STD, PreprocessCollate, collate, preprocess, resize_crop, to_rgb_uint8,
 )
 from .real import RealEvalSet, digits_eval_set, photos_eval_set, real_eval_set
+from .reinforced import (
+    ReinforcedDataset, ReinforcedSample, read_index, read_shard, shard_name, write_index,
+    write_shard,
+)
 from .shards import expand_braces, expand_shards
 from .synthetic import (
     HELDOUT_PAIRS, LABEL_KINDS, SPLITS, EvalSet, LabelSet, Scene, SyntheticWorld, caption,
@@ -52,6 +67,9 @@ __all__ = [
     "BAD_IMAGE_POLICIES", "decode_image", "expand_shards", "expand_braces",
     "CLIP_MEAN", "CLIP_STD", "preprocess", "resize_crop", "to_rgb_uint8", "collate",
     "PreprocessCollate", "as_torch_dataset",
+    "AugmentConfig", "sample_params", "apply_params",
+    "ReinforcedSample", "ReinforcedDataset", "write_shard", "read_shard", "write_index",
+    "read_index", "shard_name",
 ]
 
 

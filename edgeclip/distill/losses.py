@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["gather_features", "clip_logits", "clip_loss", "soft_cross_entropy", "affinity_loss",
-           "tinyclip_loss"]
+           "tinyclip_loss", "ensemble_targets", "ensemble_kd_loss", "mobileclip_loss"]
 
 
 def _world() -> tuple[int, int]:
@@ -112,5 +112,76 @@ def tinyclip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: 
         cl = clip_loss(image_emb, text_emb, logit_scale, gather=gather)
         loss = loss + (1.0 - alpha) * cl
         out["clip"] = cl.detach()
+    out["loss"] = loss
+    return out
+
+
+def _split_dims(dims) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    for d in dims:
+        bounds.append((start, start + int(d)))
+        start += int(d)
+    return bounds
+
+
+def ensemble_targets(teacher_image: torch.Tensor, teacher_text: torch.Tensor, dims, scales
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MobileCLIP's ensemble targets from stored teacher embeddings ``[N, sum(dims)]`` (each
+    teacher's slice L2-normalized): ``P_i2t = mean_k softmax_rows(a_k I_k T_k^T)`` and
+    ``P_t2i = mean_k softmax_rows(a_k T_k I_k^T)`` (averaged after the softmax, as
+    ``--distill-average-after-softmax`` does). ``scales``: one logit scale or one per teacher."""
+    bounds = _split_dims(dims)
+    if bounds[-1][1] != teacher_image.shape[1] or teacher_text.shape[1] != teacher_image.shape[1]:
+        raise ValueError(f"teacher dims {list(dims)} do not add up to the stored embedding width "
+                         f"{teacher_image.shape[1]} / {teacher_text.shape[1]}")
+    scales = [float(scales)] * len(bounds) if isinstance(scales, (int, float)) else [float(a) for a in scales]
+    if len(scales) != len(bounds):
+        raise ValueError(f"{len(scales)} teacher logit scales for {len(bounds)} teachers")
+    dt = torch.promote_types(teacher_image.dtype, torch.float32)
+    i2t = t2i = 0.0
+    for (a, b), s in zip(bounds, scales):
+        ti, tt = teacher_image[:, a:b].detach().to(dt), teacher_text[:, a:b].detach().to(dt)
+        i2t = i2t + torch.softmax(s * ti @ tt.t(), dim=1)
+        t2i = t2i + torch.softmax(s * tt @ ti.t(), dim=1)
+    return i2t / len(bounds), t2i / len(bounds)
+
+
+def ensemble_kd_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale,
+                     teacher_image: torch.Tensor, teacher_text: torch.Tensor, dims, teacher_scales,
+                     gather: bool = True) -> torch.Tensor:
+    """``L_kd = 1/2 [CE(P_i2t, S) + CE(P_t2i, S^T)]`` with ``S = s * I T^T`` the student's logits
+    and the ensemble targets of ``ensemble_targets``; gathered across ranks."""
+    if gather:
+        image_emb, text_emb = gather_features(image_emb), gather_features(text_emb)
+        teacher_image, teacher_text = gather_features(teacher_image), gather_features(teacher_text)
+    p_i2t, p_t2i = ensemble_targets(teacher_image, teacher_text, dims, teacher_scales)
+    s = clip_logits(image_emb, text_emb, logit_scale)
+    dt = torch.promote_types(s.dtype, torch.float32)
+    ce = lambda p, logits: -(p.to(dt) * torch.log_softmax(logits.to(dt), dim=1)).sum(1).mean()  # noqa: E731
+    return 0.5 * (ce(p_i2t, s) + ce(p_t2i, s.t()))
+
+
+def mobileclip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, syn_text_emb: torch.Tensor | None,
+                    logit_scale, teacher_image: torch.Tensor, teacher_text: torch.Tensor,
+                    teacher_syn_text: torch.Tensor | None, dims, teacher_scales, w0: float = 0.0,
+                    w1: float = 1.0, gather: bool = True) -> dict[str, torch.Tensor]:
+    """MobileCLIP's reinforced-training loss
+    ``w0 * (L_clip(gt) + L_clip(syn)) + w1 * (L_kd(gt) + L_kd(syn))`` (the syn terms only when
+    synthetic captions are given). Returns ``{"loss", "clip_gt", "kd_gt", ...}``, parts detached."""
+    out: dict[str, torch.Tensor] = {}
+    loss = image_emb.new_zeros((), dtype=torch.float32)
+    pairs = [("gt", text_emb, teacher_text)]
+    if syn_text_emb is not None:
+        pairs.append(("syn", syn_text_emb, teacher_syn_text))
+    for name, txt, t_txt in pairs:
+        if w0:
+            c = clip_loss(image_emb, txt, logit_scale, gather=gather)
+            loss = loss + w0 * c
+            out[f"clip_{name}"] = c.detach()
+        if w1:
+            k = ensemble_kd_loss(image_emb, txt, logit_scale, teacher_image, t_txt, dims, teacher_scales,
+                                 gather=gather)
+            loss = loss + w1 * k
+            out[f"kd_{name}"] = k.detach()
     out["loss"] = loss
     return out

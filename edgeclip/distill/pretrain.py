@@ -25,7 +25,7 @@ from .batches import StepBatches
 from .losses import clip_loss
 from .trainer import TrainConfig, TrainResult, Trainer
 
-__all__ = ["PRETRAIN_DEFAULTS", "ClipTrainModule", "ClipCollate", "SyntheticPairs", "shape_twin", "clip_init_",
+__all__ = ["PRETRAIN_DEFAULTS", "ClipTrainModule", "ReinforcedTrainModule", "ClipCollate", "SyntheticPairs", "shape_twin", "clip_init_",
            "default_pretrain_data", "train_clip", "pretrain_clip"]
 
 # Tuned for builtin:teacher-vit on 2 CPU cores in about 2-3 minutes (see the distill report).
@@ -50,6 +50,16 @@ class ClipTrainModule(nn.Module):
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor):
         return self.image(pixels), self.text(ids), self.scale()
+
+
+class ReinforcedTrainModule(ClipTrainModule):
+    """MobileCLIP's trainable parts: the forward also embeds the synthetic captions (one text
+    batch with the real ones), so everything goes through the (DDP-wrapped) forward."""
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, syn_ids: torch.Tensor):
+        both = self.text(torch.cat([ids, syn_ids]))
+        n = ids.shape[0]
+        return self.image(pixels), both[:n], both[n:], self.scale()
 
 
 def clip_init_(module: nn.Module, seed: int = 0) -> int:
