@@ -182,19 +182,28 @@ def reinforce(source, teachers: list, teacher_uris: list[str], opts: ReinforceOp
 
 def _finish(out: Path, index: dict, shards: list[int], rank: int, world: int) -> None:
     """Rank 0 lists every shard (waiting for the other ranks' under torchrun) and marks the index complete."""
-    import tarfile
-
-    from ..data.reinforced import shard_name, write_index
-    from ..models._checkpoint import sha256_file
-
+    dist, created = None, False
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
             dist.init_process_group("gloo")
-        dist.barrier()
-    if rank != 0:
-        return
+            created = True
+        dist.barrier()  # every rank's shards are written
+    if rank == 0:
+        _complete_index(out, index, shards)
+    if dist is not None:
+        dist.barrier()  # the index is written: every rank may read it
+        if created:
+            dist.destroy_process_group()
+
+
+def _complete_index(out: Path, index: dict, shards: list[int]) -> None:
+    import tarfile
+
+    from ..data.reinforced import shard_name, write_index
+    from ..models._checkpoint import sha256_file
+
     for s in shards:
         path = out / shard_name(s)
         if not path.exists():
