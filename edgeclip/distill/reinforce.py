@@ -109,9 +109,10 @@ def _text_embeddings(teachers: list, texts: list[str]) -> np.ndarray:
         return np.concatenate([t.encode_text(texts).float().cpu().numpy() for t in teachers], 1).astype(np.float32)
 
 
-def _write(out: Path, shard: int, items: list, teachers, captioner, opts: ReinforceOptions, aug, seed: int) -> int:
+def _reinforce_items(items: list, teachers, captioner, opts: ReinforceOptions, aug, seed: int) -> list:
+    """Raw ``(index, image, caption, meta)`` items -> ``ReinforcedSample``s (captions, params, embeddings)."""
     from ..data.augment import sample_params
-    from ..data.reinforced import ReinforcedSample, shard_name, write_shard
+    from ..data.reinforced import ReinforcedSample
 
     size = max(t.facts.image_size for t in teachers)
     syn = captioner([im for _, im, _, _ in items], [c for _, _, c, _ in items], [m for *_, m in items], opts.syn)
@@ -125,8 +126,7 @@ def _write(out: Path, shard: int, items: list, teachers, captioner, opts: Reinfo
             param_aug=params, image_emb=teacher_image_embeddings(teachers, image, params, aug),
             text_emb=_text_embeddings(teachers, [cap, *syn_caps]),
             meta={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}))
-    write_shard(out / shard_name(shard), samples, dtype=opts.dtype)
-    return len(samples)
+    return samples
 
 
 def reinforce(source, teachers: list, teacher_uris: list[str], opts: ReinforceOptions, out_dir: Path,
@@ -135,7 +135,7 @@ def reinforce(source, teachers: list, teacher_uris: list[str], opts: ReinforceOp
     from tqdm.auto import tqdm
 
     from ..data.augment import AugmentConfig
-    from ..data.reinforced import read_index, shard_name
+    from ..data.reinforced import read_index, shard_name, write_shard
     from .captioners import make_captioner
 
     out = Path(out_dir)
@@ -156,19 +156,33 @@ def reinforce(source, teachers: list, teacher_uris: list[str], opts: ReinforceOp
     t0, seen = time.perf_counter(), set()
     bar = tqdm(desc=f"reinforce (rank {rank}/{world})", unit="sample", disable=not progress,
                total=len(synth_world) if synth_world is not None else None, dynamic_ncols=True)
-    items, shard = [], 0
+    chunk, done, shard = [], [], 0
+
+    def process():  # a chunk at a time, so the progress bar moves with the real work
+        done.extend(_reinforce_items(chunk, teachers, captioner, opts, aug, seed))
+        bar.update(len(chunk))
+        chunk.clear()
+
     for item in samples:
         s = item[0] // opts.shard_size
-        if s != shard and items:
-            _write(out, shard, items, teachers, captioner, opts, aug, seed)
-            items = []
-        shard = s
+        if s != shard:
+            if chunk:
+                process()
+            if done:
+                write_shard(out / shard_name(shard), done, dtype=opts.dtype)
+                done.clear()
+            shard = s
         seen.add(s)
         if s % world == rank and not (out / shard_name(s)).exists():
-            items.append(item)
-        bar.update(1)
-    if items:
-        _write(out, shard, items, teachers, captioner, opts, aug, seed)
+            chunk.append(item)
+            if len(chunk) == 32:
+                process()
+        else:  # another rank's shard, or one a killed run already wrote
+            bar.update(1)
+    if chunk:
+        process()
+    if done:
+        write_shard(out / shard_name(shard), done, dtype=opts.dtype)
     bar.close()
     index = {"schema": "edgeclip.reinforced/1", "k": opts.k, "syn": opts.syn, "dtype": opts.dtype,
              "teachers": [{"uri": u, "dim": int(t.facts.embed_dim), "logit_scale": float(t.logit_scale),
