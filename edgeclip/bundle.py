@@ -17,7 +17,7 @@ from .errors import InputError
 from .verify.report import write_json_atomic
 
 __all__ = ["MANIFEST_SCHEMA", "manifest_schema", "file_hashes", "write_manifest", "load_manifest",
-           "validate_manifest", "artifact_from_entry"]
+           "validate_manifest", "artifact_from_entry", "open_bundle", "remove_stale"]
 
 MANIFEST_SCHEMA = "edgeclip.manifest/1"
 
@@ -70,25 +70,35 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> dict:
     return manifest
 
 
-def load_manifest(bundle_dir: Path, check_files: bool = True) -> dict:
+def open_bundle(path: Path) -> Path:
+    """A bundle folder as it is; a bundle ``.zip`` extracted safely and checked (see bundlezip)."""
+    from .bundlezip import open_bundle as _open
+    return _open(path)
+
+
+def load_manifest(bundle_dir: Path, check_files: bool = True, where: str | None = None) -> dict:
+    """The validated manifest; ``check_files``: every listed file must exist and match its sha256.
+    ``where`` names the bundle in errors (the .zip a folder was extracted from)."""
     bundle_dir = Path(bundle_dir)
+    where = where or str(bundle_dir)
     mpath = bundle_dir / "manifest.json"
     if not mpath.is_file():
-        raise InputError(f"{bundle_dir}: no manifest.json; pass a bundle folder written by `edgeclip build`")
+        raise InputError(f"{where}: no manifest.json; pass a bundle folder (or its .zip) written by `edgeclip build`")
     try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{mpath}: not valid JSON ({e.msg} at line {e.lineno}); rebuild the bundle") from e
-    validate_manifest(manifest, str(mpath))
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{where}: manifest.json is not valid JSON ({e}); rebuild the bundle") from e
+    validate_manifest(manifest, f"{where}: manifest.json")
     if check_files:
+        root = bundle_dir.resolve()
         for rel, digest in manifest["files"].items():
             p = (bundle_dir / rel).resolve()
-            if bundle_dir.resolve() not in p.parents:
-                raise InputError(f"{mpath}: file entry {rel!r} points outside the bundle; refusing it")
+            if root not in p.parents:
+                raise InputError(f"{where}: manifest.json file entry {rel!r} points outside the bundle; refusing it")
             if not p.is_file():
-                raise InputError(f"{bundle_dir}: {rel} is missing; the bundle is incomplete, rebuild it")
+                raise InputError(f"{where}: {rel} is missing; the bundle is incomplete, rebuild it")
             if _sha256_file(p) != digest:
-                raise InputError(f"{bundle_dir}: {rel} does not match its sha256 in manifest.json "
+                raise InputError(f"{where}: {rel} does not match its sha256 in manifest.json "
                                  "(modified or corrupted); rebuild or re-download the bundle")
     return manifest
 
@@ -103,3 +113,12 @@ def artifact_from_entry(bundle_dir: Path, a: dict):
                     input_dtypes=[t["dtype"] for t in a["inputs"]],
                     output_shapes=[t["shape"] for t in a["outputs"]],
                     output_dtypes=[t["dtype"] for t in a["outputs"]])
+
+
+def remove_stale(folder: Path, keep: set[str]) -> None:
+    """Delete what ``folder`` holds besides ``keep`` (names): an earlier build's leftovers must not
+    be hashed into, or zipped with, this build's bundle."""
+    import shutil
+    for p in Path(folder).iterdir():
+        if p.name not in keep:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()

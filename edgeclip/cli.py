@@ -52,15 +52,17 @@ def _cmd_list(args) -> int:
 
 def _cmd_build(args) -> int:
     from .config import default_recipe, list_targets, load_recipe, load_target
+    from .labels import resolve_labels
     from .plan import make_plan
     recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
+    labels = resolve_labels(recipe.export, args.labels)  # read and checked once, before any work
     names = list(list_targets()) if args.target == "all" else [args.target]
     plans = []
     for name in names:  # validate every plan before the first build starts
         out = None
         if args.out:
             out = Path(args.out) / load_target(name).name if args.target == "all" else Path(args.out)
-        plans.append(make_plan(recipe, load_target(name), out))
+        plans.append(make_plan(recipe, load_target(name), out, labels=labels))
     if args.plan:
         print("\n\n".join(p.describe() for p in plans))
         return 0
@@ -118,15 +120,14 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .predict import predict
-    texts = list(args.text or [])
-    if args.labels:
-        texts += [t.strip() for t in args.labels.split(",") if t.strip()]
-    out = predict(Path(args.bundle), args.image, texts, backend=args.backend)
+    from .predict import parse_labels_arg, predict
+    labels = parse_labels_arg(args.labels) if args.labels else []
+    out = predict(Path(args.bundle), args.image, texts=args.text, labels=labels, backend=args.backend)
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
-    print(f"image artifact {out['image_artifact']}, text artifact {out['text_artifact']}")
+    text = out["text_artifact"] or f"none ({out['candidates_from']}: stored label embeddings)"
+    print(f"image artifact {out['image_artifact']}, text artifact {text}, logit scale {out['logit_scale']:.4g}")
     for r in out["results"]:
         print(f"\n{r['image']}")
         for i, row in enumerate(r["ranking"][:args.top], 1):
@@ -137,8 +138,8 @@ def _cmd_predict(args) -> int:
 def _cmd_inspect(args) -> int:
     from .predict import inspect_text
     if args.json:
-        from .bundle import load_manifest
-        print(json.dumps(load_manifest(Path(args.bundle)), indent=2))
+        from .bundle import load_manifest, open_bundle
+        print(json.dumps(load_manifest(open_bundle(Path(args.bundle)), where=args.bundle), indent=2, ensure_ascii=False))
     else:
         print(inspect_text(Path(args.bundle)))
     return 0
@@ -171,6 +172,19 @@ def _bench_device(args) -> Path:
     print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows))
     print(f"\n{res['machine']['cpu']}, {res['machine']['os']}; report: {res['report']}")
     return res["report"]
+
+
+def _cmd_reinforce(args) -> int:
+    from .config import default_recipe, load_recipe
+    from .reinforce_cmd import run_reinforce
+    recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
+    res = run_reinforce(recipe, Path(args.out) if args.out else None, args.stage)
+    ix = res["index"]
+    teachers = ", ".join(f"{t['uri']} ({t['dim']})" for t in ix["teachers"])
+    print(f"reinforced {ix['samples']} samples in {len(ix['shards'])} shards ({res['seconds']:.0f} s): "
+          f"{ix['k']} augmentations, {ix['syn']} synthetic captions, {ix['dtype']}; teachers {teachers}\n"
+          f"  {res['out']}\n  train from it with options.reinforced: {res['out']}")
+    return 0
 
 
 def _cmd_bench(args) -> int:
@@ -229,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--force", metavar="STAGE", help="rerun from this stage on")
     b.add_argument("--reference", metavar="DIR",
                    help="use the reference 'edgeclip reference' stored in DIR (checked against this model)")
+    b.add_argument("--labels", metavar="FILE",
+                   help="label set (one label per line, UTF-8) bundled with its text embeddings; also enables "
+                        "a zero-shot-head tower (overrides the recipe's export.labels/labels_file)")
     b.set_defaults(func=_cmd_build)
 
     rf = sub.add_parser("reference", help="compute a recipe's fp32 reference outputs once (cuda when present)")
@@ -240,22 +257,23 @@ def _parser() -> argparse.ArgumentParser:
     rf.set_defaults(func=_cmd_reference)
 
     v = sub.add_parser("verify", help="re-run the accuracy checks of a built bundle (exit 1 on a shortfall)")
-    v.add_argument("bundle", help="bundle folder (build/<recipe>/<target>)")
+    v.add_argument("bundle", help="bundle folder (build/<recipe>/<target>) or its .zip")
     v.add_argument("--threads", type=int, help="runtime threads (default: the target's bench threads)")
     v.set_defaults(func=_cmd_verify)
 
     pr = sub.add_parser("predict", help="rank labels or texts for images with a built bundle")
-    pr.add_argument("bundle", help="bundle folder (build/<recipe>/<target>)")
+    pr.add_argument("bundle", help="bundle folder (build/<recipe>/<target>) or its .zip")
     pr.add_argument("--image", nargs="+", required=True, help="image file(s)")
-    pr.add_argument("--labels", help="comma-separated labels, e.g. 'a cat,a dog'")
-    pr.add_argument("--text", nargs="+", help="texts to rank (alternative to --labels)")
+    pr.add_argument("--labels", help="labels, comma-separated ('cat,dog') or a file with one per line, put through "
+                    "the bundle's prompt templates (default: the bundle's own label set and stored embeddings)")
+    pr.add_argument("--text", nargs="+", help="texts to rank, used as given (instead of or besides --labels)")
     pr.add_argument("--backend", help="use this backend's artifacts (default: the first that runs here)")
     pr.add_argument("--top", type=int, default=5)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_cmd_predict)
 
     ins = sub.add_parser("inspect", help="print a bundle's manifest, sizes and metrics")
-    ins.add_argument("bundle")
+    ins.add_argument("bundle", help="bundle folder or its .zip")
     ins.add_argument("--json", action="store_true")
     ins.set_defaults(func=_cmd_inspect)
 
@@ -264,6 +282,12 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", help="root folder (default: build/<recipe>); builds under it reuse the teacher")
     pt.add_argument("--force", action="store_true", help="train again even if a cached teacher exists")
     pt.set_defaults(func=_cmd_pretrain)
+
+    rf = sub.add_parser("reinforce", help="write a recipe's MobileCLIP reinforced dataset (torchrun-ready)")
+    rf.add_argument("--recipe", help="recipe name or .yaml path with a mobileclip stage")
+    rf.add_argument("--out", help="output folder (default: build/<recipe>/reinforced); a rerun resumes")
+    rf.add_argument("--stage", type=int, help="which distill stage (1-based) when several are mobileclip")
+    rf.set_defaults(func=_cmd_reinforce)
 
     be = sub.add_parser("bench", help="gate a build's report against a stored baseline (CI); time it on a device")
     be.add_argument("report", help="bundle folder (its report.json) or a report.json path")

@@ -199,9 +199,14 @@ class QuantizationConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
+    """``labels`` / ``labels_file`` (one label per line, UTF-8): the bundle's label set
+    (``edgeclip build --labels FILE`` overrides both); ``templates``: the prompts whose text
+    embeddings are averaged per label (default ``edgeclip.labels.DEFAULT_TEMPLATES``)."""
+
     towers: tuple[str, ...] | None = choice(*TOWERS, default=None)
     labels: tuple[str, ...] = ()
     labels_file: str | None = None
+    templates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import Recipe, Target
 from .errors import ConfigError, InputError, ToolchainMissing
+from .labels import LabelSet, resolve_labels
 
 __all__ = ["Plan", "PlannedArtifact", "make_plan"]
 
@@ -31,6 +32,7 @@ class Plan:
     towers: tuple[str, ...]
     artifacts: list[PlannedArtifact] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    labels: LabelSet | None = None   # --labels FILE / recipe export.labels: bundled with embeddings
 
     def stages(self) -> list[str]:
         s = [f"load teacher      {self.recipe.teacher}"]
@@ -52,7 +54,11 @@ class Plan:
         s.append(f"reference         fp32 torch (cuda if present, else cpu) on {evals}")
         for a in self.artifacts:
             s.append(f"{a.backend:<10} {a.tower:<5} quantize {a.quant} -> export -> verify -> bench")
-        s.append(f"bundle            {self.out_dir}")
+        if self.labels:
+            ls = self.labels
+            s.append(f"labels            {len(ls.labels)} from {ls.source}, {len(ls.templates)} prompt template(s) "
+                     "-> labels/label_embeddings.npy")
+        s.append(f"bundle            {self.out_dir} (+ {self.out_dir.name}.zip beside it)")
         return s
 
     def describe(self) -> str:
@@ -71,12 +77,19 @@ def _describe_source(d) -> str:
 
 
 def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
-              check_toolchains: bool = True) -> Plan:
+              check_toolchains: bool = True, labels_file: str | Path | None = None,
+              labels: LabelSet | None = None) -> Plan:
+    """``labels_file`` (``--labels``) or an already resolved ``labels`` override the recipe's."""
     from .backends import BACKENDS  # registry only; toolchains stay unimported
 
     out_dir = Path(out_dir) if out_dir else Path("build") / recipe.name / target.name
     towers = recipe.export.towers or target.towers
-    plan = Plan(recipe=recipe, target=target, out_dir=out_dir, towers=towers)
+    labels = labels or resolve_labels(recipe.export, labels_file)
+    if "zero-shot-head" in towers and labels is None:
+        where = "recipe export.towers" if recipe.export.towers else f"target {target.name}"
+        raise ConfigError(f"{where} asks for the zero-shot-head tower, which needs a label set; pass "
+                          "--labels labels.txt (one label per line) or set export.labels in the recipe")
+    plan = Plan(recipe=recipe, target=target, out_dir=out_dir, towers=towers, labels=labels)
     if not recipe.distill:
         plan.notes.append("no distillation stage: the teacher is compiled as it is")
     from .distill import METHODS

@@ -1,7 +1,13 @@
 """Run a bundle on the host: ``edgeclip predict`` and ``edgeclip inspect``.
 
-Only the bundle is used — manifest, tokenizer files, artifacts — exactly as an app would use
-it, so a prediction here checks the bundle itself, not the model it came from.
+Only the bundle is used — manifest, tokenizer files, artifacts, label set — exactly as an app
+would use it, so a prediction here checks the bundle itself, not the model it came from. A
+bundle may be a folder or its ``.zip`` (extracted safely, every sha256 checked first).
+
+Without ``--labels``/``--text``, images are ranked against the bundle's label set with its stored
+label embeddings (no text tower runs); ``--labels`` are embedded with the bundle's text artifact
+through the bundle's prompt templates (so the same labels rank the same way), ``--text`` as given.
+Probabilities are ``softmax(logit_scale * cosine)`` with the bundle's logit scale.
 """
 from __future__ import annotations
 
@@ -9,42 +15,57 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import load_manifest
+from .bundle import load_manifest, open_bundle
 from .errors import InputError
 
-__all__ = ["BundleRunner", "predict", "inspect_text"]
+__all__ = ["BundleRunner", "predict", "inspect_text", "parse_labels_arg"]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class BundleRunner:
+    """A bundle's shipped artifacts, opened on first use (image first; text only when needed)."""
+
     def __init__(self, bundle_dir: Path, backend: str | None = None, threads: int = 2):
+        self.source = Path(bundle_dir)
+        self.dir = open_bundle(self.source)
+        self.manifest = load_manifest(self.dir, where=str(self.source))
+        self.backend, self.threads = backend, threads
+        self.shipped = [a for a in self.manifest["artifacts"] if a["shipped"]
+                        and (not backend or a["backend"] == backend)]
+        self.runners: dict[str, tuple[dict, object]] = {}
+        self._tokenizer = None
+        self.runner("image")
+
+    def runner(self, tower: str):
+        if tower in self.runners:
+            return self.runners[tower][1]
         from .bundle import artifact_from_entry
         from .verify.run import open_runner
-        self.dir = Path(bundle_dir)
-        self.manifest = load_manifest(self.dir)
-        shipped = [a for a in self.manifest["artifacts"] if a["shipped"]]
-        if backend:
-            shipped = [a for a in shipped if a["backend"] == backend]
-        self.runners = {}
-        for tower in ("image", "text"):
-            cands = [a for a in shipped if a["tower"] == tower]
-            if not cands:
-                raise InputError(f"{self.dir}: no shipped {tower} artifact"
-                                 + (f" for backend {backend}" if backend else "")
-                                 + f"; backends here: {sorted({a['backend'] for a in shipped}) or 'none'}")
-            for a in cands:
-                r = open_runner(artifact_from_entry(self.dir, a), threads)  # MIL interpreter off macOS
-                if r is not None:
-                    self.runners[tower] = (a, r)
-                    break
-            else:
-                raise InputError(f"{self.dir}: no {tower} artifact can run on this OS "
-                                 f"({', '.join(a['backend'] for a in cands)}); a CoreML-delegated "
-                                 ".pte needs an Apple device")
-        from .models.tokenizers import load_tokenizer
-        self.tokenizer = load_tokenizer(self.dir / "tokenizer")
+        cands = [a for a in self.shipped if a["tower"] == tower]
+        if not cands:
+            raise InputError(f"{self.source}: no shipped {tower} artifact"
+                             + (f" for backend {self.backend}" if self.backend else "")
+                             + f"; backends here: {sorted({a['backend'] for a in self.shipped}) or 'none'}")
+        for a in cands:
+            r = open_runner(artifact_from_entry(self.dir, a), self.threads)  # MIL interpreter off macOS
+            if r is not None:
+                self.runners[tower] = (a, r)
+                return r
+        raise InputError(f"{self.source}: no {tower} artifact can run on this OS "
+                         f"({', '.join(a['backend'] for a in cands)}); a CoreML-delegated .pte needs an Apple device")
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from .models.tokenizers import load_tokenizer
+            self._tokenizer = load_tokenizer(self.dir / "tokenizer")
+        return self._tokenizer
 
     def _rows(self, tower: str, batch: np.ndarray) -> np.ndarray:
-        _a, r = self.runners[tower]
+        r = self.runner(tower)
         return np.concatenate([np.asarray(r(np.ascontiguousarray(batch[i:i + 1]))).reshape(1, -1)
                                for i in range(len(batch))])
 
@@ -56,49 +77,90 @@ class BundleRunner:
         for path in paths:
             if not Path(path).is_file():
                 raise InputError(f"image {path!r} does not exist")
-            imgs.append(decode_image(path))
+            imgs.append(np.array(decode_image(path)))  # a writable copy: torch warns on read-only arrays
         px = preprocess_images(imgs, p["image_size"], p["mean"], p["std"], p["resize_mode"]).numpy()
         return self._rows("image", px)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return self._rows("text", self.tokenizer.encode(texts).astype(np.int32))
 
+    def embed_labels(self, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Labels through the bundle's prompt templates, averaged per label, normalized."""
+        from .labels import DEFAULT_TEMPLATES
+        templates = list((self.manifest.get("labels") or {}).get("templates") or DEFAULT_TEMPLATES)
+        emb = _unit(self.encode_texts([t.format(lbl) for lbl in labels for t in templates]))
+        return _unit(emb.reshape(len(labels), len(templates), -1).mean(1)), templates
 
-def predict(bundle_dir: Path, images: list[str], texts: list[str], backend: str | None = None) -> dict:
-    """Per image, texts ranked by probability (softmax of logit_scale x cosine)."""
-    if not texts:
-        raise InputError("give --labels 'a cat,a dog' or --text ... to rank against")
+
+def parse_labels_arg(value: str) -> list[str]:
+    """``--labels``: a labels file (one per line, UTF-8) when such a file exists, else comma-separated."""
+    from .labels import check_labels, read_labels_file
+    if Path(value).is_file():
+        return list(read_labels_file(value))
+    return list(check_labels([x for x in value.split(",") if x.strip()], "--labels"))
+
+
+def predict(bundle_dir: Path, images: list[str], texts: list[str] | None = None,
+            labels: list[str] | None = None, backend: str | None = None) -> dict:
+    """Per image, candidates ranked by probability (softmax of the bundle's logit_scale x cosine)."""
+    texts, labels = list(texts or []), list(labels or [])
     br = BundleRunner(bundle_dir, backend)
-    img = br.encode_images(images)
-    txt = br.encode_texts(texts)
-    img = img / np.linalg.norm(img, axis=1, keepdims=True)
-    txt = txt / np.linalg.norm(txt, axis=1, keepdims=True)
-    logits = br.manifest["model"]["logit_scale"] * img @ txt.T
+    img = _unit(br.encode_images(images).astype(np.float64))
+    info: dict = {}
+    if texts or labels:
+        parts, names = [], []
+        if labels:
+            emb, templates = br.embed_labels(labels)
+            parts.append(emb)
+            names += labels
+            info["templates"] = templates
+        if texts:
+            parts.append(_unit(br.encode_texts(texts)))
+            names += texts
+        cand = np.concatenate(parts).astype(np.float64)
+        info["candidates_from"] = "arguments"
+    else:
+        from .labels import load_bundle_labels
+        names, templates, emb = load_bundle_labels(br.dir, br.manifest)
+        cand = _unit(emb.astype(np.float64))
+        info.update(candidates_from="bundle labels", templates=templates)
+    scale = float(br.manifest["model"]["logit_scale"])
+    cos = img @ cand.T
+    logits = scale * cos
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     out = []
     for i, path in enumerate(images):
-        order = np.argsort(-probs[i])
+        order = np.argsort(-probs[i], kind="stable")
         out.append({"image": path, "ranking": [
-            {"text": texts[j], "probability": float(probs[i, j]), "cosine": float(img[i] @ txt[j])}
-            for j in order]})
+            {"text": names[j], "probability": float(probs[i, j]), "cosine": float(cos[i, j])} for j in order]})
+    text_art = br.runners["text"][0]["file"] if "text" in br.runners else None
     return {"bundle": str(bundle_dir), "image_artifact": br.runners["image"][0]["file"],
-            "text_artifact": br.runners["text"][0]["file"], "results": out}
+            "text_artifact": text_art, "logit_scale": scale, **info, "results": out}
 
 
 def inspect_text(bundle_dir: Path) -> str:
-    m = load_manifest(Path(bundle_dir))
+    m = load_manifest(open_bundle(Path(bundle_dir)), where=str(bundle_dir))
     p, t = m["preprocessing"], m["tokenizer"]
     lines = [f"bundle      {bundle_dir}", f"model       {m['model']['uri']} (recipe {m['model']['recipe']}, "
-             f"embed {m['model']['embed_dim']})", f"target      {m['target']['name']} ({m['target']['platform']})",
+             f"embed {m['model']['embed_dim']}, logit scale {m['model']['logit_scale']:.4g})",
+             f"target      {m['target']['name']} ({m['target']['platform']})",
              f"image input {p['input_layout']} {p['input_dtype']} {p['image_size']}x{p['image_size']}, "
              f"mean {p['mean']}, std {p['std']}, resize {p['resize_mode']}",
-             f"tokenizer   {t['type']}, context {t['context_length']}, files {', '.join(t['files'])}", "",
-             f"{'artifact':<44} {'tower':<6} {'quant':<13} {'MB':>7} {'p50 ms':>8} {'cosine':>8}  shipped"]
+             f"tokenizer   {t['type']}, context {t['context_length']}, files {', '.join(t['files'])}"]
+    lab = m.get("labels")
+    if lab:
+        shown = ", ".join(lab["names"][:8]) + (f", ... ({lab['count']} in all)" if lab["count"] > 8 else "")
+        lines.append(f"labels      {shown}; {len(lab['templates'])} template(s); {lab['embeddings_file']}")
+    else:
+        lines.append("labels      none (edgeclip build ... --labels labels.txt adds a label set)")
+    if m.get("snippets"):
+        lines.append(f"snippets    {', '.join(s['file'] for s in m['snippets'])}")
+    lines += ["", f"{'artifact':<44} {'tower':<14} {'quant':<13} {'MB':>7} {'p50 ms':>8} {'cosine':>8}  shipped"]
     for a in m["artifacts"]:
         met = a.get("metrics", {})
         p50 = f"{met['latency_p50_ms']:.2f}" if met.get("latency_p50_ms") is not None else "-"
         cos = f"{met['cosine_mean']:.5f}" if met.get("cosine_mean") is not None else "-"
-        lines.append(f"{a['file']:<44} {a['tower']:<6} {a['quant']:<13} {a['size_bytes'] / 1e6:>7.2f} "
+        lines.append(f"{a['file']:<44} {a['tower']:<14} {a['quant']:<13} {a['size_bytes'] / 1e6:>7.2f} "
                      f"{p50:>8} {cos:>8}  {'yes' if a['shipped'] else 'no: ' + str(a.get('why_not_shipped'))}")
     return "\n".join(lines)

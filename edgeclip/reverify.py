@@ -43,13 +43,14 @@ def _thresholds(d: dict):
 
 
 def verify_bundle(bundle_dir: Path, threads: int | None = None) -> list[ArtifactCheck]:
-    from .bundle import artifact_from_entry, load_manifest
+    """``bundle_dir``: a bundle folder or its ``.zip`` (extracted safely, every sha256 checked)."""
+    from .bundle import artifact_from_entry, load_manifest, open_bundle
     from .verify.gate import check_accuracy
     from .verify.reference import Reference
     from .verify.report import METRIC_UNITS, Record
     from .verify.run import check_artifact
 
-    bundle_dir = Path(bundle_dir)
+    bundle_dir = open_bundle(Path(bundle_dir))
     manifest = load_manifest(bundle_dir)  # schema + every file's sha256
     ref_block = manifest.get("reference")
     if not ref_block:
@@ -69,7 +70,11 @@ def verify_bundle(bundle_dir: Path, threads: int | None = None) -> list[Artifact
         if "thresholds" not in a:
             raise InputError(f"{bundle_dir}: {a['file']} has no recorded thresholds (built by an older "
                              "edgeclip); rebuild the bundle")
-        res = check_artifact(artifact_from_entry(bundle_dir, a), ref, threads)
+        head = None
+        if a["tower"] == "zero-shot-head":  # checked against the bundle's own label matrix
+            from .labels import load_bundle_labels
+            head = (load_bundle_labels(bundle_dir, manifest)[2], manifest["model"]["logit_scale"])
+        res = check_artifact(artifact_from_entry(bundle_dir, a), ref, threads, head=head)
         chk = ArtifactCheck(entry=a, runner=res["runner"], emulated=res["emulated"], metrics=res["metrics"],
                             thresholds=a["thresholds"], why=res.get("why"))
         if chk.runner is not None:

@@ -21,7 +21,8 @@ __all__ = ["FORCE_ORDER", "teacher_key", "make_teacher", "teacher_and_distill", 
 FORCE_ORDER = ["teacher", "distill", "reference", "export", "verify", "bench", "bundle"]
 CALIBRATED = ("int8-static", "w8a8")
 MIL_INTERPRETER_VERSION = 1  # bump when edgeclip.verify.mil changes what it computes
-_IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids",), ("text_embedding",))}
+_IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids",), ("text_embedding",)),
+             "zero-shot-head": (("pixels",), ("logits",))}
 
 
 def _load(model_dir: Path):
@@ -129,7 +130,7 @@ def _calibration(model, tower: str, n: int, seed: int) -> list[tuple[np.ndarray,
     from .models._preprocess import preprocess_images
     f = model.facts
     images, caps = calibration_images(n, f.image_size, seed)
-    if tower == "image":
+    if tower in ("image", "zero-shot-head"):
         px = preprocess_images(images, f.image_size, f.mean, f.std, f.resize_mode).numpy()
         return [(np.ascontiguousarray(px[i:i + 1]),) for i in range(n)]
     ids = model.tokenizer.encode(caps).astype(np.int32)
@@ -151,21 +152,28 @@ def _load_artifact(folder: Path):
 def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Path, ref_key: str):
     from .backends import BACKENDS
     from .backends.base import ExportSpec
+    from .labels import read_head, write_head
     from .pipeline import ArtifactResult
     r, t = b.plan.recipe, b.plan.target
     entry = _entry(b, p.backend)
     q = r.quantization
     label = f"{p.backend} {p.tower} {p.quant}"
+    head = p.tower == "zero-shot-head"
+    ls = b.plan.labels
+    if head and ls is None:  # make_plan refuses this; a hand-made plan gets the same message
+        raise ConfigError("the zero-shot-head tower needs a label set; pass --labels labels.txt")
     export_key = stable_hash("export", model_key, p, entry.options, q.params.get(p.quant, {}),
                              q.keep_float, q.calibration_samples if p.quant in CALIBRATED else 0,
-                             t.batch_size, b.versions)
+                             t.batch_size, b.versions, *([ls.labels, ls.templates] if head else []))
     backend = BACKENDS.get(p.backend)
 
     def run_export(tmp: Path):
         from .models import reparameterize
         m = _load(model_dir)
         reparameterize(m)  # fold MobileOne/RepMixer branches: same outputs, one conv each
-        tower = m.tower(p.tower)
+        tower = m.tower("zero-shot-head", ls.labels, ls.templates) if head else m.tower(p.tower)
+        if head:  # the fp32 head's label matrix: verify compares the artifact with it
+            write_head(tmp, tower, ls)
         example = tuple(x.contiguous() for x in tower.example_inputs(t.batch_size))
         ins, outs = _IO_NAMES[p.tower]
         calib = _calibration(m, p.tower, q.calibration_samples, r.seed) if p.quant in CALIBRATED else None
@@ -173,11 +181,15 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
         options.update(q.params.get(p.quant, {}))
         if q.keep_float:
             options["keep_float"] = list(q.keep_float)
+        metadata = {"author": "edgeclip", "license": "see the teacher's license",
+                    "description": f"{r.name} {p.tower} tower ({p.quant})",
+                    "preprocessing": json.dumps(m.facts.to_dict())}
+        if head:
+            metadata.update({"input:pixels": "float32[B,3,H,W] RGB pixels, resized and normalized (see preprocessing)",
+                             "output:logits": f"float32[B,{len(ls.labels)}] logit_scale x cosine per label, "
+                                              "in the order of labels/labels.json"})
         spec = ExportSpec(tower=p.tower, quant=p.quant, input_names=ins, output_names=outs,
-                          calibration=calib, options=options, name=f"{p.tower}-{p.quant}",
-                          metadata={"author": "edgeclip", "license": "see the teacher's license",
-                                    "description": f"{r.name} {p.tower} tower ({p.quant})",
-                                    "preprocessing": json.dumps(m.facts.to_dict())})
+                          calibration=calib, options=options, name=f"{p.tower}-{p.quant}", metadata=metadata)
         art = backend.export(tower, example, spec, tmp)
         d = art.to_dict()
         d["path"] = Path(art.path).name
@@ -192,7 +204,8 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
     def run_verify(tmp: Path):
         from .verify.reference import Reference
         from .verify.run import check_artifact  # shared with `edgeclip verify BUNDLE`
-        (tmp / "verify.json").write_text(json.dumps(check_artifact(art, Reference.load(ref_dir), t.bench.threads)))
+        (tmp / "verify.json").write_text(json.dumps(check_artifact(art, Reference.load(ref_dir), t.bench.threads,
+                                                                   head=read_head(export_dir) if head else None)))
 
     vdir = b.timed(f"verify {label}", "verify", verify_key, b.cache, run_verify, quiet=True)
     v = json.loads((vdir / "verify.json").read_text())
@@ -296,8 +309,11 @@ def _records(b, res) -> list:
 
 def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
     from . import __version__
-    from .bundle import write_manifest
+    from .bundle import remove_stale, write_manifest
+    from .bundlezip import write_zip, zip_path
+    from .labels import LABELS_JSON, bundle_labels
     from .pipeline import copy_into
+    from .snippets import write_snippets
     from .verify import refstore
     from .verify.report import write_report
     out, r, t = b.plan.out_dir, b.plan.recipe, b.plan.target
@@ -314,7 +330,7 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
     stored = getattr(b, "reference_dir", None)
     ref = refstore.provenance(ref_dir, "stored" if stored else "computed", stored)
     ref["files"] = refstore.copy_into_bundle(ref_dir, out / "reference")
-    records, arts = [], []
+    records, arts, keep = [], [], set()
     for res in results:
         records += _records(b, res)
         src = Path(res.artifact["path"])
@@ -333,7 +349,11 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
             dst = out / "artifacts" / f"{res.planned.backend}-{src.name}"
             copy_into(src, dst)
             entry["file"] = f"artifacts/{dst.name}"
+            if res.planned.tower == "zero-shot-head":  # logits come in the order of labels.json
+                entry["labels_file"] = LABELS_JSON
             arts.append(entry)
+            keep.add(dst.name)
+    remove_stale(out / "artifacts", keep)  # an earlier build's artifacts must not ride along
     write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref},
                  extra_md=refstore.provenance_md(ref))
     f = m.facts
@@ -350,18 +370,19 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
         "tokenizer": {"type": m.tokenizer.kind, "context_length": m.tokenizer.context_length,
                       "vocab_size": m.tokenizer.vocab_size,
                       "files": [f"tokenizer/{n}" for n in tok_files], "test_vectors": "tokenizer/test_vectors.json"},
-        "labels": None,
+        "labels": bundle_labels(out, b.plan.labels, m),
         "artifacts": arts,
         "reference": ref,
         "bench": {"warmup": t.bench.warmup, "runs": t.bench.runs, "threads": t.bench.threads},
         "versions": b.versions,
     }
-    write_manifest(out, manifest)
-    b.progress.step("bundle", "done", time.perf_counter() - t0)
+    manifest["snippets"] = write_snippets(out, manifest)  # from the manifest alone, as an app developer sees it
+    manifest = write_manifest(out, manifest)
+    write_zip(out, manifest)  # <out>.zip beside the folder: manifest + exactly the files it hashes
+    b.progress.step(f"bundle (+ {zip_path(out).name})", "done", time.perf_counter() - t0)
     return out / "report.md"
 
 
 def _tensors(art: dict, kind: str) -> list[dict]:
     return [{"name": n, "shape": list(s), "dtype": d} for n, s, d in
             zip(art[f"{kind}_names"], art[f"{kind}_shapes"], art[f"{kind}_dtypes"])]
-

@@ -186,19 +186,29 @@ class ClipModel:
             out = [self.text(ids[i:i + batch_size].to(self.device)) for i in range(0, len(ids), batch_size)]
         return torch.cat(out)
 
-    def label_embeddings(self, labels: Sequence[str], template: str = "a photo of a {}.") -> torch.Tensor:
+    def label_embeddings(self, labels: Sequence[str], template: str | Sequence[str] = "a photo of a {}.") -> torch.Tensor:
+        """``float32[K,D]``; several templates: per label the mean of its prompts' embeddings,
+        L2-normalized again (CLIP's prompt ensembling)."""
         if not labels:
             raise InputError("zero-shot classification needs at least one label")
-        return self.encode_text([template.format(lbl) for lbl in labels])
+        if isinstance(template, str):
+            return self.encode_text([template.format(lbl) for lbl in labels])
+        templates = list(template)
+        if not templates:
+            raise InputError("zero-shot classification needs at least one prompt template")
+        emb = self.encode_text([t.format(lbl) for lbl in labels for t in templates])
+        return l2_normalize(emb.reshape(len(labels), len(templates), -1).mean(1))
 
-    def zero_shot_logits(self, images, labels: Sequence[str], template: str = "a photo of a {}.") -> torch.Tensor:
+    def zero_shot_logits(self, images, labels: Sequence[str],
+                         template: str | Sequence[str] = "a photo of a {}.") -> torch.Tensor:
         """``float32[B,K]``: ``logit_scale * image_emb @ label_emb.T``."""
         return self.logit_scale * self.encode_image(images) @ self.label_embeddings(labels, template).t()
 
-    def zero_shot_head(self, labels: Sequence[str], template: str = "a photo of a {}.") -> ZeroShotHead:
+    def zero_shot_head(self, labels: Sequence[str], template: str | Sequence[str] = "a photo of a {}.") -> ZeroShotHead:
         return ZeroShotHead(self.image, self.label_embeddings(labels, template), self.logit_scale, labels)
 
-    def tower(self, name: str, labels: Sequence[str] | None = None) -> nn.Module:
+    def tower(self, name: str, labels: Sequence[str] | None = None,
+              templates: str | Sequence[str] = "a photo of a {}.") -> nn.Module:
         """The module for a tower name of ``edgeclip.names.TOWERS``."""
         if name == "image":
             return self.image
@@ -207,5 +217,5 @@ class ClipModel:
         if name == "zero-shot-head":
             if not labels:
                 raise ConfigError("the zero-shot-head tower needs labels (the label set of the target)")
-            return self.zero_shot_head(labels)
+            return self.zero_shot_head(labels, templates)
         raise ConfigError(f"unknown tower {name!r}; known: {', '.join(TOWERS)}")

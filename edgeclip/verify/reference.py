@@ -14,10 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from .metrics import embedding_metrics, retrieval_agreement
+from .metrics import embedding_metrics, retrieval_agreement, top1_agreement
 from .report import write_json_atomic
 
-__all__ = ["Reference", "compute_reference", "evaluate", "class_embeddings"]
+__all__ = ["Reference", "compute_reference", "evaluate", "evaluate_head", "class_embeddings"]
 
 
 @dataclass
@@ -159,3 +159,15 @@ def evaluate(ref: Reference, tower: str, outputs: dict[str, np.ndarray]) -> dict
         m["reference_zero_shot_top1"] = float(np.mean(ref_pred == ref.labels[rows]))
     return m
 
+
+
+def evaluate_head(ref: Reference, logits: np.ndarray, label_emb: np.ndarray, logit_scale: float) -> dict[str, float]:
+    """Metrics of a zero-shot head's ``[N, K]`` logits on the reference images against the fp32
+    torch head, ``logit_scale * image_emb @ label_emb.T`` (the fp32 image tower's reference
+    embeddings times the head's own label matrix): cosine and PSNR of the logit rows, top-1
+    agreement of the predicted labels."""
+    expected = (float(logit_scale) * ref.image_emb.astype(np.float64) @ np.asarray(label_emb, np.float64).T)
+    logits = np.asarray(logits, np.float64)
+    m = embedding_metrics(expected, logits)
+    m["top1_agreement"] = top1_agreement(expected, logits)
+    return m

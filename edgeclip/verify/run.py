@@ -34,19 +34,30 @@ def run_rows(runner, batch: np.ndarray) -> np.ndarray:
 
 
 def tower_outputs(runner, ref, tower: str) -> dict[str, np.ndarray]:
-    """The outputs ``reference.evaluate`` scores: images, or captions then prompts."""
+    """The outputs ``reference.evaluate`` scores: images, or captions then prompts (a zero-shot
+    head: its logits on the reference images)."""
     if tower == "image":
         return {"image": run_rows(runner, ref.pixels)}
+    if tower == "zero-shot-head":
+        return {"logits": run_rows(runner, ref.pixels)}
     return {"text": run_rows(runner, ref.caption_ids), "prompt": run_rows(runner, ref.prompt_ids)}
 
 
-def check_artifact(art, ref, threads: int = 2) -> dict:
-    """``{"runner", "emulated", "metrics"}``; runner None (and ``why``) where nothing can run it."""
-    from .reference import evaluate
+def check_artifact(art, ref, threads: int = 2, head: tuple[np.ndarray, float] | None = None) -> dict:
+    """``{"runner", "emulated", "metrics"}``; runner None (and ``why``) where nothing can run it.
+
+    ``head``: for a zero-shot-head artifact, the fp32 head's ``(label_embeddings[K,D], logit_scale)``."""
+    from .reference import evaluate, evaluate_head
+    if art.tower == "zero-shot-head" and head is None:
+        raise ValueError("a zero-shot-head artifact is checked against its label embeddings: pass head=")
     runner = open_runner(art, threads)
     if runner is None:
         return {"runner": None, "emulated": False, "metrics": {},
                 "why": f"{why_no_runner(art)}; the artifact was converted but not run"}
-    metrics = evaluate(ref, art.tower, tower_outputs(runner, ref, art.tower))
+    outputs = tower_outputs(runner, ref, art.tower)
+    if art.tower == "zero-shot-head":
+        metrics = evaluate_head(ref, outputs["logits"], *head)
+    else:
+        metrics = evaluate(ref, art.tower, outputs)
     return {"runner": runner.runtime, "emulated": bool(getattr(runner, "emulated", False)),
             "metrics": metrics}
