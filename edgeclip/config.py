@@ -173,6 +173,7 @@ class PretrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 20
+    languages: tuple[str, ...] | None = choice("en", "zh", default=None)  # None: data.train's
 
     def __post_init__(self):
         for k in ("steps", "batch_size"):

@@ -95,9 +95,13 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
     from .distill import METHODS
     for i, st in enumerate(recipe.distill, 1):
         try:
-            METHODS.get(st.method).check(st)
+            METHODS.get(st.method).check(st, recipe)
         except ConfigError as e:
             raise ConfigError(f"distill stage {i} ({st.method}): {e}") from None
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # an options value of the wrong type
+            raise ConfigError(f"distill stage {i} ({st.method}): invalid options ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]}); check each option's type and value in the "
+                              "recipe's distill section") from e
 
     for entry in target.backends:
         backend = BACKENDS.get(entry.backend)
@@ -116,7 +120,32 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
                 plan.artifacts.append(PlannedArtifact(entry.backend, tower, mode))
 
     for source in [*recipe.data.eval, *([recipe.data.train] if recipe.data.train else [])]:
-        if source.path and not any(c in source.path for c in "*{") and not Path(source.path).exists():
+        if source.path and not any(c in source.path for c in "*{") and not _exists(source.path):
             raise InputError(f"data path {source.path!r} ({source.source}) does not exist; "
                              "fix the path in the recipe's data section")
+    _check_model_files(recipe)
     return plan
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long: not a usable path either
+        return False
+
+
+def _check_model_files(recipe: Recipe) -> None:
+    """A ``file:`` teacher or student that is not there fails now, not after minutes of work."""
+    from .config import parse_model_uri
+    uris = [("teacher", recipe.teacher)]
+    uris += [(f"distill stage {i} student", st.student) for i, st in enumerate(recipe.distill, 1) if st.student]
+    for what, uri in uris:
+        scheme, rest = parse_model_uri(uri)
+        if scheme == "file":
+            try:
+                ok = Path(rest).expanduser().is_file()
+            except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user that does not exist
+                ok = False
+            if not ok:
+                raise InputError(f"{what} checkpoint {rest!r} does not exist or is not a file; fix the "
+                                 "file: path in the recipe (a .safetensors or .pt file with its .json config)")

@@ -30,10 +30,23 @@ def _load(model_dir: Path):
     return load_model(f"file:{model_dir / 'model.safetensors'}").eval()
 
 
+def pretrain_source(r):
+    """The data the teacher pretrains on: ``data.train``, in ``pretrain.languages`` when given (a
+    DC-CLIP recipe pretrains an English teacher, then distils on English + Chinese)."""
+    src = r.data.train
+    if r.pretrain and r.pretrain.languages:
+        from dataclasses import replace
+        src = replace(src, languages=tuple(r.pretrain.languages))
+    return src
+
+
 def teacher_key(r, torch_version: str) -> str:
-    """The teacher stage's cache key: ``edgeclip pretrain`` and ``build`` share the stage."""
-    return stable_hash("teacher", r.teacher, r.seed, r.pretrain, r.data.train if r.pretrain else None,
-                       torch_version)
+    """The teacher stage's cache key: ``edgeclip pretrain`` and ``build`` share the stage. Only
+    what the teacher is trained on counts, so recipes that differ after it share one teacher."""
+    pt = None
+    if r.pretrain:
+        pt = {k: getattr(r.pretrain, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup_steps")}
+    return stable_hash("teacher", r.teacher, r.seed, pt, pretrain_source(r) if r.pretrain else None, torch_version)
 
 
 def make_teacher(r, key: str, cache_root: Path, out: Path) -> None:
@@ -73,7 +86,7 @@ def _pretrain(model, r, checkpoint_dir: Path) -> None:
     build resumes from the last checkpoint instead of step 0."""
     from .distill._data import training_pairs
     from .distill.pretrain import pretrain_clip
-    src, pt = r.data.train, r.pretrain
+    src, pt = pretrain_source(r), r.pretrain
     if src.source != "synthetic":
         raise ConfigError(f"pretrain: training a teacher from scratch on {src.source} data is not "
                           "supported yet; use data.train.source: synthetic or a pretrained teacher")
@@ -116,6 +129,9 @@ def reference(b, model_dir: Path, model_key: str, device: str | None = None) -> 
             groups, m.logit_scale, model_key, device=device)
         ref.info.update(recipe=r.name, teacher=r.teacher, eval_key=ekey, format=REFERENCE_FORMAT,
                         weights_sha256=refstore.weights_sha256(model_dir))
+        # bad eval images skipped under on_bad_image: skip are counted where the bundle keeps them
+        ref.info["counts"]["skipped_images"] = sum(g.skipped for g in groups)
+        ref.info["skipped"] = {g.name: {"skipped": g.skipped, "first": list(g.bad)} for g in groups if g.skipped}
         ref.save(tmp)
         (tmp / "groups.json").write_text(json.dumps({g.name: {
             "captions": g.captions, "class_names": list(g.class_names),
@@ -191,6 +207,8 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
         spec = ExportSpec(tower=p.tower, quant=p.quant, input_names=ins, output_names=outs,
                           calibration=calib, options=options, name=f"{p.tower}-{p.quant}", metadata=metadata)
         art = backend.export(tower, example, spec, tmp)
+        for i, x in enumerate(example):  # bench feeds these: token ids valid for this vocabulary
+            np.save(tmp / f"example-{i}.npy", x.cpu().numpy())
         d = art.to_dict()
         d["path"] = Path(art.path).name
         (tmp / "artifact.json").write_text(json.dumps(d, indent=2, default=str))
@@ -221,7 +239,7 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
             return
         absjson = tmp / "artifact.json"  # with the absolute path the worker loads
         absjson.write_text(json.dumps(art.to_dict(), default=str))
-        lat = measure_isolated(absjson, _bench_inputs(art), t.bench.warmup, t.bench.runs, t.bench.threads)
+        lat = measure_isolated(absjson, _bench_inputs(art, export_dir), t.bench.warmup, t.bench.runs, t.bench.threads)
         (tmp / "bench.json").write_text(json.dumps(lat.to_dict()))
 
     bdir = b.timed(f"bench {label}", "bench", bench_key, b.local, run_bench, quiet=True)
@@ -229,7 +247,12 @@ def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Pa
     return result
 
 
-def _bench_inputs(art) -> tuple[np.ndarray, ...]:
+def _bench_inputs(art, export_dir: Path) -> tuple[np.ndarray, ...]:
+    """The export's own example inputs (a tokenizer-shaped id row stays inside the vocabulary);
+    random ones for exports cached before examples were stored."""
+    saved = [export_dir / f"example-{i}.npy" for i in range(len(art.input_shapes))]
+    if saved and all(p.exists() for p in saved):
+        return tuple(np.ascontiguousarray(np.load(p)).astype(d) for p, d in zip(saved, art.input_dtypes))
     rng = np.random.default_rng(0)
     out = []
     for shape, dtype in zip(art.input_shapes, art.input_dtypes):

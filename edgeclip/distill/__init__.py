@@ -2,7 +2,7 @@
 
     METHODS                     Registry("distillation method"): name -> module with
                                 check(stage) (plan-time validation) and run(teacher_dir, init_dir,
-                                stage, recipe, out, checkpoint_dir): tinyclip, mobileclip
+                                stage, recipe, out, checkpoint_dir): tinyclip, mobileclip, dcclip
     clip_loss(image_emb, text_emb, logit_scale)      symmetric InfoNCE, gathered across ranks
     gather_features(x)                               all_gather, gradient kept for the local shard
     Trainer(module, loss_fn, data, TrainConfig(...)).fit(stop_at=None) -> TrainResult
@@ -41,6 +41,7 @@ class _LazyMethod:
 
 METHODS.register("tinyclip", _LazyMethod("tinyclip"))
 METHODS.register("mobileclip", _LazyMethod("mobileclip"))
+METHODS.register("dcclip", _LazyMethod("dcclip"))
 
 _LAZY = {
     "clip_loss": "losses", "clip_logits": "losses", "gather_features": "losses",

@@ -14,7 +14,8 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["DistillCollate", "InterleavedPairs", "training_pairs", "distill_batches"]
+__all__ = ["DistillCollate", "InterleavedPairs", "ParallelPairs", "training_pairs", "parallel_pairs",
+           "distill_batches"]
 
 
 def _same_inputs(a, b) -> bool:
@@ -112,3 +113,43 @@ def distill_batches(source, student, teacher, batch_size: int, seed: int):
     if hasattr(pairs, "__getitem__") and hasattr(pairs, "__len__"):
         return StepBatches(pairs, batch_size, seed=seed, collate=collate, group=getattr(pairs, "group", 1))
     return _stream(pairs, collate, max(1, batch_size // world))
+
+
+class ParallelPairs:
+    """The embedded world's scenes with parallel captions: item ``i`` is ``(image, {lang: caption})``
+    where every language's caption is paraphrase ``epoch % variants`` of the same scene (the
+    paraphraser is parallel across languages by index), renders cached."""
+
+    def __init__(self, world, langs: tuple[str, ...], variants: int = 4):
+        self.world, self.langs, self.variants, self.epoch = world, tuple(langs), max(1, int(variants)), 0
+        self._items: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, i: int):
+        from ..data import paraphrases, render_scene
+
+        if i not in self._items:
+            s = self.world.scene(int(i))
+            caps = {lang: paraphrases(s, self.variants, lang, seed=self.world.seed) for lang in self.langs}
+            self._items[i] = (render_scene(s, self.world.image_size), caps)
+        image, caps = self._items[i]
+        return image, {lang: c[self.epoch % len(c)] for lang, c in caps.items()}
+
+
+def parallel_pairs(source, image_size: int, seed: int, pool: int = 4096) -> ParallelPairs:
+    """Parallel-caption training pairs; only the embedded world has them built in."""
+    if source.source != "synthetic":
+        raise ConfigError(f"dcclip needs parallel captions in {list(source.languages)}; data.train.source "
+                          f"{source.source!r} has one caption per image: use source: synthetic")
+    if len(source.languages) < 2:
+        raise ConfigError("dcclip is multilingual: give data.train.languages at least two languages, e.g. [en, zh]")
+    from ..data import SyntheticWorld
+
+    world = SyntheticWorld(seed=seed, image_size=source.image_size or image_size, split="train",
+                           length=min(source.samples or pool, pool), lang=source.languages[0])
+    return ParallelPairs(world, source.languages)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["gather_features", "clip_logits", "clip_loss", "soft_cross_entropy", "affinity_loss",
-           "tinyclip_loss", "ensemble_targets", "ensemble_kd_loss", "mobileclip_loss"]
+           "tinyclip_loss", "ensemble_targets", "ensemble_kd_loss", "mobileclip_loss", "feature_loss"]
 
 
 def _world() -> tuple[int, int]:
@@ -185,3 +185,16 @@ def mobileclip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, syn_text_em
             out[f"kd_{name}"] = k.detach()
     out["loss"] = loss
     return out
+
+
+def feature_loss(student: torch.Tensor, teacher: torch.Tensor, smooth_l1_weight: float = 1.0,
+                 cosine_weight: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+    """DC-CLIP stage 1: ``w_l1 * SmoothL1(s, t) + w_cos * mean(1 - cos(s, t))`` between a student's
+    (adapted) features ``[N, D]`` and the teacher's ``[N, D]``; no gradient into the teacher."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"feature_loss needs equal shapes, got {tuple(student.shape)} and {tuple(teacher.shape)}")
+    dt = torch.promote_types(student.dtype, torch.float32)
+    s, t = student.to(dt), teacher.detach().to(dt)
+    l1 = F.smooth_l1_loss(s, t, beta=beta)
+    cos = (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+    return smooth_l1_weight * l1 + cosine_weight * cos

@@ -76,7 +76,7 @@ def parse_options(options: dict[str, Any]) -> MobileClipOptions:
     return opts
 
 
-def check(stage) -> None:
+def check(stage, recipe=None) -> None:
     opts = parse_options(stage.options)
     if stage.student is None:
         raise ConfigError("mobileclip trains a student from scratch: set student: (e.g. builtin:tiny-mci "

@@ -177,11 +177,14 @@ class ClipCollate:
         if not items:
             raise ConfigError("cannot collate an empty batch")
         pixels = torch.stack([self._pixels(img) for img, _, _ in items]).contiguous()
-        caps = [c for _, c, _ in items]
+        return pixels, self.encode([c for _, c, _ in items])
+
+    def encode(self, caps: list[str]) -> torch.Tensor:
+        """``int32[B, L]`` token ids, each distinct caption tokenized once."""
         new = [c for c in dict.fromkeys(caps) if c not in self._ids]
         if new:
             self._ids.update(zip(new, self.tokenizer.encode(new)))
-        return pixels, torch.from_numpy(np.stack([self._ids[c] for c in caps]))
+        return torch.from_numpy(np.stack([self._ids[c] for c in caps]))
 
 
 def default_pretrain_data(image_size: int, seed: int = 0, pool: int = PRETRAIN_DEFAULTS["pool"],

@@ -98,7 +98,7 @@ def parse_options(options: dict[str, Any]) -> TinyClipOptions:
     return TinyClipOptions(**options)
 
 
-def check(stage) -> None:
+def check(stage, recipe=None) -> None:
     """Validate a stage before any work starts (called by the plan)."""
     opts = parse_options(stage.options)
     if stage.student is not None:

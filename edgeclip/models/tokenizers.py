@@ -202,6 +202,11 @@ class HFTokenizer(Tokenizer):
         enc = self._backend.encode_batch(self._check(texts))
         return np.asarray([e.ids for e in enc], dtype=np.int32).reshape(len(enc), self.context_length)
 
+    def decode(self, ids) -> list[str]:
+        """Text of each row of ``ids`` (``encode``'s output), special tokens and padding dropped."""
+        rows = np.atleast_2d(np.asarray(ids)).tolist()
+        return self._backend.decode_batch(rows, skip_special_tokens=True)
+
     def export(self, directory: str | Path) -> list[Path]:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
