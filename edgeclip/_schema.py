@@ -42,6 +42,12 @@ def _construct_mapping(loader, node, deep=False):
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a mapping key must be a plain value, found {_kind(key)}",
+                key_node.start_mark) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}; each key may appear once per mapping",
@@ -186,6 +192,10 @@ def _convert(tp: Any, v: Any, file, kp: str):
 
 
 def _join(kp: str, key: str) -> str:
+    """``a.b`` for a plain key; a key with spaces, dots or control characters is quoted
+    (``a['x\\ny']``) so the message stays one readable line."""
+    if not key or not key.isprintable() or any(c in key for c in " .[]'\""):
+        return f"{kp}[{key!r}]"
     return f"{kp}.{key}" if kp else key
 
 

@@ -2,11 +2,13 @@
 
 A stage's folder only exists under its final name once the stage finished: it is built in
 ``.tmp-<name>-<pid>`` and renamed into place, so an interrupted build leaves nothing that looks
-whole and a rerun redoes exactly the unfinished stages. Every decision (ran / cached) is
-appended to ``stage-log.jsonl`` so tests and users can see what a build did.
+whole and a rerun redoes exactly the unfinished stages (removing the temporary folders that
+killed builds left behind). Every decision (ran / cached) is appended to ``stage-log.jsonl`` so
+tests and users can see what a build did.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -68,6 +70,7 @@ class StageCache:
         tmp = self.root / f".tmp-{stage}-{key}-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
+        self._remove_stale(stage, key)
         tmp.mkdir(parents=True)
         try:
             yield tmp
@@ -80,10 +83,28 @@ class StageCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def _remove_stale(self, stage: str, key: str) -> None:
+        """Delete this stage's temporary folders left by builds that were killed (their process
+        is gone); a live process's folder (another target's build sharing the cache) is kept."""
+        for old in self.root.glob(glob.escape(f".tmp-{stage}-{key}-") + "*"):
+            pid = old.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+
     def log(self) -> list[dict]:
         if not self.log_path.exists():
             return []
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 class BuildLock:

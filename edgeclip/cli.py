@@ -7,6 +7,7 @@ Toolchains are never imported here, so ``--help`` and ``list`` stay fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -311,6 +312,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# OSError numbers that describe the machine (full disk, no permission, read-only mount), not a bug
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -327,7 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: one line unless --debug
         if args.debug:
             raise
-        print(f"edgeclip: internal error: {type(e).__name__}: {e} (rerun with --debug for the "
+        if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:  # the machine's, not a bug
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"edgeclip: error: {where}{e.strerror}; free disk space or fix the permissions of the "
+                  "output folder (--out) and of its parent, where the stage cache lives", file=sys.stderr)
+            return 2
+        detail = " ".join(str(e).split())
+        print(f"edgeclip: internal error: {type(e).__name__}: {detail} (rerun with --debug for the "
               "traceback and report it)", file=sys.stderr)
         return exit_code(e)
 

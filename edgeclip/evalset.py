@@ -25,6 +25,8 @@ class Group:
     labels: np.ndarray | None = None    # int64[N] class index, or None
     class_names: tuple[str, ...] = ()
     class_prompts: dict[str, list[list[str]]] | None = None  # lang -> per class, templates
+    skipped: int = 0                    # bad images left out under on_bad_image: skip
+    bad: tuple[str, ...] = ()           # "name: reason" of the first few
 
 
 def _synthetic(src: DataSource, size: int, seed: int) -> Group:
@@ -59,16 +61,24 @@ def _real(src: DataSource, size: int) -> Group:
 
 def _user(src: DataSource, size: int) -> Group:
     from .data import open_dataset, resize_crop
-    ds = open_dataset(src.path, on_bad_image=src.on_bad_image, **src.options)
+    try:
+        ds = open_dataset(src.path, on_bad_image=src.on_bad_image, **src.options)
+    except TypeError as e:  # make_plan checks option names; a hand-made DataSource lands here
+        raise ConfigError(f"data source {src.source} at {src.path}: options {sorted(map(str, src.options))} "
+                          f"not understood ({e})") from e
     images, caps = [], []
     for img, cap, _meta in ds:
         images.append(resize_crop(img, size, "bicubic", "center"))
         caps.append(cap)
         if src.samples and len(images) >= src.samples:
             break
+    stats = getattr(ds, "stats", None)
+    skipped, bad = (stats.skipped, tuple(stats.bad[:3])) if stats is not None else (0, ())
     if not images:
-        raise ConfigError(f"data source {src.source} at {src.path} yielded no usable image-caption pairs")
-    return Group(f"{src.source}:{src.path}", np.ascontiguousarray(np.stack(images)), {"en": caps})
+        raise ConfigError(f"data source {src.source} at {src.path} yielded no usable image-caption pairs"
+                          + (f" ({skipped} bad images skipped, first: {bad[0]})" if bad else ""))
+    return Group(f"{src.source}:{src.path}", np.ascontiguousarray(np.stack(images)), {"en": caps},
+                 skipped=skipped, bad=bad)
 
 
 def load_eval_groups(sources: tuple[DataSource, ...], image_size: int, seed: int = 0) -> list[Group]:

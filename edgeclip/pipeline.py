@@ -63,6 +63,21 @@ class ArtifactResult:
         return f"{p.backend}/{p.tower}/{p.quant}"
 
 
+def writable_dir(path: Path, what: str) -> None:
+    """Create ``path`` if needed and check a file can be written there; else a one-line InputError."""
+    from .errors import InputError
+    if path.exists() and not path.is_dir():
+        raise InputError(f"the {what} {path} is a file, not a folder; move it away or choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"cannot write to the {what} {path} ({e.strerror or type(e).__name__}); choose "
+                         "another --out whose folder (and its parent, where the cache lives) is writable") from e
+
+
 def _tool_versions() -> dict:
     from importlib import metadata
     out = {"edgeclip": __version__}
@@ -81,6 +96,7 @@ class Build:
         self.reference_dir = Path(reference) if reference else None  # --reference: a stored reference
         self.cache = StageCache(self.out.parent / ".cache", self.out / "stage-log.jsonl")
         self.local = StageCache(self.out / ".cache", self.out / "stage-log.jsonl")
+        writable_dir(self.cache.root, "stage cache folder")  # found unwritable now, not after training
         if force:
             from .stages import FORCE_ORDER
             later = FORCE_ORDER[FORCE_ORDER.index(force):]
@@ -127,6 +143,9 @@ def run_build(plan: Plan, force: str | None = None, reference: Path | None = Non
         for planned in plan.artifacts:
             results.append(stages.artifact(b, planned, model_dir, model_key, ref_dir, ref_key))
         stages.select(b, results)
+        # the bundle is rewritten in place: drop the previous manifest first, so a build killed
+        # halfway through never leaves the old manifest.json vouching for a mix of old and new files
+        (plan.out_dir / "manifest.json").unlink(missing_ok=True)
         report_path = stages.bundle(b, model_dir, ref_dir, results)
     print(summary_table(results, report_path))
     from .verify.refstore import provenance, provenance_md

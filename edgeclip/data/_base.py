@@ -88,8 +88,9 @@ class BaseLoader:
             what: str = "image") -> None:
         """Record a bad ``what`` (image, sample, shard), or raise InputError under "fail"."""
         if self.on_bad_image == "fail":
-            raise InputError(f"bad {what} {name}: {reason}; fix or remove it, or pass "
-                             "on_bad_image='skip'") from cause
+            raise InputError(f"bad {what} {name}: {reason}; fix or remove it, or skip bad {what}s "
+                             "(on_bad_image: skip in the recipe's data source, on_bad_image='skip' in "
+                             "Python)") from cause
         self.stats.skipped += 1
         if len(self.stats.bad) < _KEEP_BAD:
             self.stats.bad.append(f"{name}: {reason}")

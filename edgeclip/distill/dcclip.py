@@ -252,13 +252,15 @@ def train_stage(teacher, init, stage, opts: DcClipOptions, source, seed: int = 0
     """One DC-CLIP stage; returns ``(student, record)``."""
     from ._data import parallel_pairs
     from .batches import StepBatches
+    from .trainer import stage_checkpoint_every
 
     pairs = parallel_pairs(source, (init or teacher).facts.image_size, seed)
     fresh = stage.student is not None
     student = _new_student(stage, opts, pairs, seed) if fresh else init
     batches = StepBatches(pairs, stage.batch_size, seed=seed, collate=_Collate(student, teacher, pairs.langs))
     cfg = dict(steps=stage.steps, lr=stage.lr, weight_decay=stage.weight_decay, warmup_steps=stage.warmup_steps,
-               seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, desc=f"dcclip {opts.phase}")
+               seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, desc=f"dcclip {opts.phase}",
+               checkpoint_every=stage_checkpoint_every(stage.steps, checkpoint_dir))
     if opts.phase == "features":
         student, result = _features(student, teacher, opts, batches, cfg)
     else:

@@ -166,7 +166,7 @@ def train_reinforced(student, reinforced_dir: Path, opts: MobileClipOptions, *, 
     from .losses import mobileclip_loss
     from .pretrain import ReinforcedTrainModule
     from .tinyclip import _fit
-    from .trainer import TrainConfig, Trainer
+    from .trainer import TrainConfig, Trainer, stage_checkpoint_every
 
     index = read_index(reinforced_dir)
     dims = [int(t["dim"]) for t in index["teachers"]]
@@ -186,7 +186,8 @@ def train_reinforced(student, reinforced_dir: Path, opts: MobileClipOptions, *, 
                                w0=float(opts.w0), w1=float(opts.w1))
 
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
-                      device=device, checkpoint_dir=checkpoint_dir, progress=progress, desc=desc)
+                      device=device, checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
+                      checkpoint_every=stage_checkpoint_every(steps, checkpoint_dir))
     trainer = Trainer(module, step, data, cfg)
     try:
         result = _fit(trainer, steps, eval_every, on_eval and (lambda at: on_eval(at, student)))

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 from .batches import StepBatches
 from .losses import clip_loss
-from .trainer import TrainConfig, TrainResult, Trainer
+from .trainer import TrainConfig, TrainResult, Trainer, stage_checkpoint_every
 
 __all__ = ["PRETRAIN_DEFAULTS", "ClipTrainModule", "ReinforcedTrainModule", "ClipCollate", "SyntheticPairs", "shape_twin", "clip_init_",
            "default_pretrain_data", "train_clip", "pretrain_clip"]
@@ -232,7 +232,7 @@ def train_clip(model, data=None, *, steps: int, batch_size: int, lr: float, weig
     module = ClipTrainModule(model.image, model.text, model.logit_scale)
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
                       device=device, checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
-                      threads=threads)
+                      threads=threads, checkpoint_every=stage_checkpoint_every(steps, checkpoint_dir))
     trainer = Trainer(module, _clip_step, batches, cfg)
     try:
         result = trainer.fit()

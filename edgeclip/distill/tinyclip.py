@@ -150,7 +150,7 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
 
     from .losses import tinyclip_loss
     from .pretrain import ClipTrainModule
-    from .trainer import TrainConfig, Trainer
+    from .trainer import TrainConfig, Trainer, stage_checkpoint_every
 
     student, info = make_student(init, opts, seed)
     t_scale = _teacher_scale(opts, teacher)
@@ -186,7 +186,8 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
         return out
 
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
-                      device=device, checkpoint_dir=checkpoint_dir, progress=progress, desc=desc)
+                      device=device, checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
+                      checkpoint_every=stage_checkpoint_every(steps, checkpoint_dir))
     trainer = Trainer(module, step, data, cfg)
     try:
         result = _fit(trainer, steps, eval_every, on_eval and (lambda at: on_eval(at, student)))

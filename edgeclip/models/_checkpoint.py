@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -45,9 +47,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                              f"one of {_TORCH_SUFFIXES}")
     except InputError:
         raise
+    except pickle.UnpicklingError as e:  # weights_only refused an object: never retried unsafely
+        raise InputError(f"{path}: refused: the checkpoint is a pickle holding {_refused_object(e)}, which "
+                         "would run code when loaded; edgeclip reads tensors only (safetensors, or "
+                         "torch.load with weights_only=True). Re-save the state_dict as .safetensors where "
+                         "you trust the file, and pass that") from e
     except Exception as e:
-        raise InputError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:160]}); "
-                         "save it with safetensors or torch.save(state_dict)") from e
+        detail = " ".join(str(e).split())[:160]
+        raise InputError(f"{path}: cannot read checkpoint ({type(e).__name__}: {detail}); the file is damaged "
+                         "or truncated, or not a checkpoint: save it again with safetensors or "
+                         "torch.save(state_dict)") from e
     for key in ("state_dict", "model"):  # common training-checkpoint wrappers
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -56,6 +65,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if sd and all(k.startswith("module.") for k in sd):  # saved from a DDP-wrapped model
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
+
+
+def _refused_object(err: BaseException) -> str:
+    """What weights_only refused, from torch's message ('a reference to posix.system'), else a generic phrase."""
+    m = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f"a reference to {m.group(1)}" if m else "Python objects besides tensors"
 
 
 def find_config(path: Path) -> Path:
@@ -111,7 +126,9 @@ def save_model(model, path: str | Path) -> Path:
     config["logit_scale"] = model.logit_scale
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     tmp = p.with_name(p.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "edgeclip.model/1", "arch": str(config.get("arch"))})
+    # one metadata entry only: safetensors writes its metadata map in hash order, which differs from
+    # process to process, so two entries made identical builds differ byte-wise (the arch is in NAME.json)
+    save_file(tensors, str(tmp), metadata={"format": "edgeclip.model/1"})
     os.replace(tmp, p)
     cfg_path, cfg_tmp = p.with_suffix(".json"), p.with_suffix(".json.tmp")
     cfg_tmp.write_text(json.dumps(config, indent=2))
@@ -128,14 +145,22 @@ def load_file(path_str: str):
     from ._build import assemble, with_weights
     from .tokenizers import load_tokenizer
 
-    path = Path(path_str).expanduser()
-    if not path.is_file():
+    try:
+        path = Path(path_str).expanduser()
+        is_file = path.is_file()
+    except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, ~user that does not exist
+        raise InputError(f"checkpoint path {path_str!r} is not usable ({e}); file: takes a .safetensors or .pt path") from e
+    if not is_file:
         raise InputError(f"checkpoint {path} does not exist; file: takes a .safetensors or .pt path")
     cfg_path = find_config(path)
     try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{cfg_path}: not valid JSON ({e})") from e
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{cfg_path}: not valid JSON ({e}); write the model config as UTF-8 JSON, e.g. "
+                         '{"arch": "builtin:tiny-vit"}') from e
+    if not isinstance(cfg, dict):
+        raise InputError(f"{cfg_path}: the model config must be a JSON object, found {type(cfg).__name__}; "
+                         'e.g. {"arch": "builtin:tiny-vit"}')
     arch = str(cfg.get("arch", ""))
     sd = read_state_dict(path)
     weights = f"file:sha256:{sha256_file(path)}"
