@@ -124,7 +124,31 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
             raise InputError(f"data path {source.path!r} ({source.source}) does not exist; "
                              "fix the path in the recipe's data section")
     _check_model_files(recipe)
+    _check_data_options(recipe)
     return plan
+
+
+def _check_data_options(recipe: Recipe) -> None:
+    """Options of a user dataset are its loader's keyword arguments: an unknown one fails now
+    (it was a TypeError deep in the reference or distill stage)."""
+    import inspect
+    import os
+
+    from .data import CsvLoader, FolderLoader, WebDatasetLoader
+    sources = [(f"data.eval[{i}]", s) for i, s in enumerate(recipe.data.eval)]
+    sources += [("data.train", recipe.data.train)] if recipe.data.train else []
+    for where, s in sources:
+        if s.source not in ("csv", "folder", "webdataset") or not s.options:
+            continue
+        path = str(s.path)  # the loader open_dataset will pick for this path
+        cls = (FolderLoader if os.path.isdir(path) else CsvLoader if path.lower().endswith((".csv", ".tsv"))
+               else WebDatasetLoader)
+        valid = [k for k in list(inspect.signature(cls.__init__).parameters)[2:]
+                 if k not in ("on_bad_image", "rank", "world_size")]
+        bad = sorted(repr(k) for k in s.options if k not in valid)
+        if bad:
+            raise ConfigError(f"{where}.options: unknown {', '.join(bad)} for {s.path!r} (read by "
+                              f"{cls.__name__}); valid options: {', '.join(valid) or 'none'}")
 
 
 def _exists(path: str) -> bool:
