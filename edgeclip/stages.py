@@ -67,6 +67,7 @@ def teacher_and_distill(b) -> tuple[Path, str]:
 
     what = "load + pretrain teacher" if r.pretrain else "load teacher"
     teacher_dir = model_dir = b.timed(f"{what} {r.teacher}", "teacher", key, b.cache, run_teacher)
+    b.distill_dirs = []  # (stage, folder): the bundle reports each stage's record
     for i, st in enumerate(r.distill):
         from .distill import METHODS
         key = stable_hash("distill", key, st, r.data.train, r.seed)
@@ -78,6 +79,7 @@ def teacher_and_distill(b) -> tuple[Path, str]:
                                        checkpoint_dir=b.cache.root / f"ckpt-distill-{key}")
 
         model_dir = b.timed(f"distill {i + 1}/{len(r.distill)} {st.method}", "distill", key, b.cache, run_distill)
+        b.distill_dirs.append((st, model_dir))
     return model_dir, key
 
 
@@ -377,15 +379,18 @@ def bundle(b, model_dir: Path, ref_dir: Path, results) -> Path:
             arts.append(entry)
             keep.add(dst.name)
     remove_stale(out / "artifacts", keep)  # an earlier build's artifacts must not ride along
-    write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref},
-                 extra_md=refstore.provenance_md(ref))
+    from .verify.distill_summary import distill_md, distill_summaries
+    distill = distill_summaries(getattr(b, "distill_dirs", []))
+    write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
+                                      "distill": distill},
+                 extra_md=refstore.provenance_md(ref) + ("\n" + distill_md(distill) if distill else ""))
     f = m.facts
     manifest = {
         "edgeclip_version": __version__,
         "model": {"recipe": r.name, "uri": r.teacher if not r.distill else f"{r.name}:student",
                   "embed_dim": f.embed_dim, "logit_scale": float(m.logit_scale), "weights": f.weights,
                   "params": {"image": f.params_image, "text": f.params_text},
-                  "flops": {"image": f.flops_image, "text": f.flops_text}},
+                  "flops": {"image": f.flops_image, "text": f.flops_text}, "distill": distill},
         "target": {"name": t.name, "platform": t.platform},
         "preprocessing": {"image_size": f.image_size, "mean": list(f.mean), "std": list(f.std),
                           "resize_mode": f.resize_mode, "input_layout": "NCHW", "input_dtype": "float32",

@@ -118,6 +118,9 @@ def test_two_stage_recipe_builds_with_its_multilingual_tokenizer(tmp_path, capsy
     assert first["tokenizer"]["kind"] == "hf" and first["tokenizer"]["vocab_size"] <= 600
     assert set(second["eval"]["student"]) == {"en", "zh", "gap_en_zh"}
     manifest = json.loads((out / "manifest.json").read_text())
+    assert [d["phase"] for d in manifest["model"]["distill"]] == ["features", "align"]
+    report = (out / "report.md").read_text()  # the per-language table and the en-zh gap
+    assert "accuracy per language" in report and "| student | gap en−zh |" in report
     assert manifest["tokenizer"]["type"] == "hf"
     vectors = json.loads((out / manifest["tokenizer"]["test_vectors"]).read_text())
     assert any(any("\u4e00" <= ch <= "\u9fff" for ch in json.dumps(v, ensure_ascii=False)) for v in vectors)
