@@ -6,7 +6,6 @@ so a tampered or truncated file is refused before an app or ``edgeclip predict``
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -36,14 +35,6 @@ def validate_manifest(manifest: dict, where: str = "manifest.json") -> None:
         raise InputError(f"{where}: invalid manifest at {path}: {e.message}") from e
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_hashes(bundle_dir: Path) -> dict[str, str]:
     """sha256 of every regular file in the bundle except the manifest and lock/log files."""
     bundle_dir = Path(bundle_dir)
@@ -53,7 +44,7 @@ def file_hashes(bundle_dir: Path) -> dict[str, str]:
         rel = p.relative_to(bundle_dir)
         if p.is_file() and rel.parts[0] not in (".cache",) and rel.name not in skip \
                 and not rel.name.startswith(".tmp"):
-            out[str(rel)] = _sha256_file(p)
+            out[str(rel)] = sha256_path(p)
     return out
 
 
@@ -97,7 +88,7 @@ def load_manifest(bundle_dir: Path, check_files: bool = True, where: str | None 
                 raise InputError(f"{where}: manifest.json file entry {rel!r} points outside the bundle; refusing it")
             if not p.is_file():
                 raise InputError(f"{where}: {rel} is missing; the bundle is incomplete, rebuild it")
-            if _sha256_file(p) != digest:
+            if sha256_path(p) != digest:
                 raise InputError(f"{where}: {rel} does not match its sha256 in manifest.json "
                                  "(modified or corrupted); rebuild or re-download the bundle")
     return manifest

@@ -15,7 +15,6 @@ file is checked and a file the manifest does not list is refused. Any of these i
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from .backends.base import sha256_path
 from .errors import InputError
 
 __all__ = ["zip_path", "write_zip", "open_bundle", "extract_bundle", "cache_root"]
@@ -65,14 +65,6 @@ def cache_root() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "edgeclip"
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _why_unsafe(info: zipfile.ZipInfo, root: Path) -> str | None:
@@ -149,7 +141,7 @@ def open_bundle(path: Path) -> Path:
     if not zipfile.is_zipfile(p):
         raise InputError(f"{p}: neither a bundle folder nor a zip archive; pass build/<recipe>/<target> "
                          "or build/<recipe>/<target>.zip")
-    digest = _sha256(p)
+    digest = sha256_path(p)
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", p.stem)[:64] or "bundle"
     dest = cache_root() / "bundles" / f"{stem}-{digest[:16]}"
     if (dest / _DONE).is_file() and (dest / _DONE).read_text() == digest:

@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..errors import ConfigError
 
@@ -160,7 +158,7 @@ def _features(student, teacher, opts, batches, cfg_kwargs):
 
     from ..models._layers import l2_normalize
     from .losses import feature_loss
-    from .trainer import TrainConfig, Trainer
+    from .trainer import TrainConfig, fit_stage
 
     langs = batches.dataset.langs
     dt, ds = teacher.facts.embed_dim, student.facts.embed_dim
@@ -190,11 +188,7 @@ def _features(student, teacher, opts, batches, cfg_kwargs):
         out["loss"] = sum(out.values())
         return {k: (v if k == "loss" else v.detach()) for k, v in out.items()}
 
-    trainer = Trainer(module, step, batches, TrainConfig(**cfg_kwargs))
-    try:
-        result = trainer.fit()
-    finally:
-        trainer.close()
+    result = fit_stage(module, step, batches, TrainConfig(**cfg_kwargs))
     student.to("cpu")
     return _fold(student, module.image_adapter.cpu(), module.text_adapter.cpu()), result
 
@@ -202,7 +196,7 @@ def _features(student, teacher, opts, batches, cfg_kwargs):
 def _align(student, opts, batches, cfg_kwargs):
     from .losses import clip_loss
     from .pretrain import ClipTrainModule
-    from .trainer import TrainConfig, Trainer
+    from .trainer import TrainConfig, fit_stage
 
     learn = opts.logit_scale == "learn"
     module = ClipTrainModule(student.image, student.text, student.logit_scale if learn else float(opts.logit_scale))
@@ -218,11 +212,7 @@ def _align(student, opts, batches, cfg_kwargs):
         out["loss"] = sum(out.values()) / len(langs)
         return {k: (v if k == "loss" else v.detach()) for k, v in out.items()}
 
-    trainer = Trainer(module, step, batches, TrainConfig(**cfg_kwargs))
-    try:
-        result = trainer.fit()
-    finally:
-        trainer.close()
+    result = fit_stage(module, step, batches, TrainConfig(**cfg_kwargs))
     student.to("cpu")
     student.logit_scale = float(module.scale().detach())
     student.config = dict(student.config, logit_scale=student.logit_scale)

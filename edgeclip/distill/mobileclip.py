@@ -165,8 +165,7 @@ def train_reinforced(student, reinforced_dir: Path, opts: MobileClipOptions, *, 
     from .batches import StepBatches
     from .losses import mobileclip_loss
     from .pretrain import ReinforcedTrainModule
-    from .tinyclip import _fit
-    from .trainer import TrainConfig, Trainer, stage_checkpoint_every
+    from .trainer import TrainConfig, fit_stage, stage_checkpoint_every
 
     index = read_index(reinforced_dir)
     dims = [int(t["dim"]) for t in index["teachers"]]
@@ -188,11 +187,7 @@ def train_reinforced(student, reinforced_dir: Path, opts: MobileClipOptions, *, 
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
                       device=device, checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
                       checkpoint_every=stage_checkpoint_every(steps, checkpoint_dir))
-    trainer = Trainer(module, step, data, cfg)
-    try:
-        result = _fit(trainer, steps, eval_every, on_eval and (lambda at: on_eval(at, student)))
-    finally:
-        trainer.close()
+    result = fit_stage(module, step, data, cfg, eval_every, on_eval and (lambda at: on_eval(at, student)))
     student.to("cpu").eval()
     student.logit_scale = float(module.scale().detach())
     student.config = dict(student.config, logit_scale=student.logit_scale)

@@ -150,7 +150,7 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
 
     from .losses import tinyclip_loss
     from .pretrain import ClipTrainModule
-    from .trainer import TrainConfig, Trainer, stage_checkpoint_every
+    from .trainer import TrainConfig, fit_stage, stage_checkpoint_every
 
     student, info = make_student(init, opts, seed)
     t_scale = _teacher_scale(opts, teacher)
@@ -180,7 +180,7 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
         img, txt, scale = model(pixels, ids)
         out = tinyclip_loss(img, txt, scale, t_img, t_txt, t_scale, alpha=float(opts.alpha))
         if masks is not None:
-            penalty, parts = masks.penalty(trainer.step)
+            penalty, parts = masks.penalty(held[0].step)
             out["loss"] = out["loss"] + penalty
             out.update(parts)
         return out
@@ -188,11 +188,8 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
                       device=device, checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
                       checkpoint_every=stage_checkpoint_every(steps, checkpoint_dir))
-    trainer = Trainer(module, step, data, cfg)
-    try:
-        result = _fit(trainer, steps, eval_every, on_eval and (lambda at: on_eval(at, student)))
-    finally:
-        trainer.close()
+    held: list = []  # the penalty's ramp follows the trainer's own step (a resume included)
+    result = fit_stage(module, step, data, cfg, eval_every, on_eval and (lambda at: on_eval(at, student)), held)
     teacher.to("cpu")
     if masks is not None:
         student, info["auto"] = masks.prune(student)
@@ -206,27 +203,6 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
               "losses": result.losses[:: max(1, len(result.losses) // 50)],
               "params": {"teacher": _params(teacher), "init": _params(init), "student": _params(student)}}
     return student.eval(), record
-
-
-def _fit(trainer, steps: int, every: int, on_eval):
-    """``trainer.fit`` in chunks of ``every`` steps with ``on_eval(step)`` after each chunk."""
-    if not every or on_eval is None:
-        return trainer.fit()
-    total, samples = None, 0.0
-    while trainer.step < steps:
-        r = trainer.fit(stop_at=min(trainer.step + every, steps))
-        samples += r.samples_per_s * r.wall_s
-        if total is None:
-            total = r
-        else:
-            total.losses += r.losses
-            total.wall_s += r.wall_s
-            for k, v in r.parts.items():
-                total.parts.setdefault(k, []).extend(v)
-            total.steps = r.steps
-        on_eval(trainer.step)
-    total.samples_per_s = samples / max(total.wall_s, 1e-9)
-    return total
 
 
 def _params(m) -> dict[str, int]:

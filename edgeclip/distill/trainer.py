@@ -37,7 +37,7 @@ from ._dist import DistInfo, resolve_device, setup_distributed
 from ._state import load_state, rng_state, save_state, set_rng_state
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "split_decay", "param_groups", "lr_factor",
-           "move_to", "stage_checkpoint_every"]
+           "move_to", "stage_checkpoint_every", "fit_stage"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._BatchNorm,
@@ -330,3 +330,34 @@ class Trainer:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def fit_stage(module: nn.Module, loss_fn, data, config: TrainConfig, eval_every: int = 0,
+              on_eval: Callable[[int], None] | None = None, holder: list | None = None) -> TrainResult:
+    """Train ``module`` with a fresh ``Trainer`` (closed afterwards), in chunks of ``eval_every``
+    steps with ``on_eval(step)`` after each when given (learning curves): what every method runs.
+    ``holder``: a list the trainer is appended to, for a loss that needs ``trainer.step``."""
+    trainer = Trainer(module, loss_fn, data, config)
+    if holder is not None:
+        holder.append(trainer)
+    try:
+        if not eval_every or on_eval is None:
+            return trainer.fit()
+        total, samples = None, 0.0
+        while trainer.step < config.steps:
+            r = trainer.fit(stop_at=min(trainer.step + eval_every, config.steps))
+            samples += r.samples_per_s * r.wall_s
+            if total is None:
+                total = r
+            else:
+                total.losses += r.losses
+                total.wall_s += r.wall_s
+                total.grad_norms += r.grad_norms
+                for k, v in r.parts.items():
+                    total.parts.setdefault(k, []).extend(v)
+                total.steps = r.steps
+            on_eval(trainer.step)
+        total.samples_per_s = samples / max(total.wall_s, 1e-9)
+        return total
+    finally:
+        trainer.close()

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 
 import pytest
 import torch
 
-from edgeclip.cli import main
 from edgeclip.config import DataSource, DistillStage
 from edgeclip.distill.dcclip import DcClipOptions, _fold, check, parse_options, train_stage
 from edgeclip.distill.losses import feature_loss
 from edgeclip.errors import ConfigError
 
-from _tiny_configs import MINI_TARGET
+from _tiny_configs import build_mini
 
 
 def test_feature_loss_by_hand():
@@ -105,13 +103,7 @@ quantization:
 
 @pytest.mark.slow
 def test_two_stage_recipe_builds_with_its_multilingual_tokenizer(tmp_path, capsys):
-    recipe, target = tmp_path / "r.yaml", tmp_path / "mini.yaml"
-    recipe.write_text(textwrap.dedent(RECIPE))
-    target.write_text(MINI_TARGET)
-    out = tmp_path / "out"
-    rc = main(["build", "--target", str(target), "--recipe", str(recipe), "--out", str(out)])
-    cap = capsys.readouterr()
-    assert rc == 0, cap.out + cap.err
+    out = build_mini(tmp_path, RECIPE, capsys)
     records = sorted((tmp_path / ".cache").glob("distill-*/distill.json"), key=lambda p: p.stat().st_mtime)
     first, second = (json.loads(p.read_text()) for p in records)
     assert first["phase"] == "features" and second["phase"] == "align" and not second["fresh_student"]

@@ -16,7 +16,7 @@ from edgeclip.config import DataSource, DistillStage
 from edgeclip.errors import ConfigError
 from edgeclip.distill.mobileclip import check, parse_options
 
-from _tiny_configs import MINI_TARGET
+from _tiny_configs import build_mini
 
 REINFORCE = {"k": 2, "syn": 2, "shard_size": 10, "samples": 24, "image_size": 48,
              "augment": {"crop_scale": [0.6, 1.0], "num_ops": 1, "ops": ["Identity", "Brightness", "ShearX"]}}
@@ -134,13 +134,7 @@ quantization:
 
 @pytest.mark.slow
 def test_mobileclip_recipe_builds_end_to_end(tmp_path, capsys):
-    recipe, target = tmp_path / "r.yaml", tmp_path / "mini.yaml"
-    recipe.write_text(textwrap.dedent(RECIPE))
-    target.write_text(MINI_TARGET)
-    out = tmp_path / "out"
-    rc = main(["build", "--target", str(target), "--recipe", str(recipe), "--out", str(out)])
-    cap = capsys.readouterr()
-    assert rc == 0, cap.out + cap.err
+    out = build_mini(tmp_path, RECIPE, capsys)
     [record] = list((tmp_path / ".cache").glob("distill-*/distill.json"))
     rec = json.loads(record.read_text())
     assert rec["samples"] == 16 and rec["steps"] == 10
