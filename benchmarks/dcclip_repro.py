@@ -57,11 +57,9 @@ def main(argv=None) -> int:
         st = replace(align, student=features.student, steps=steps)
         s, r = train_stage(teacher, None, st, fresh_opts, src, seed)
         record(name, s, [r])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    from edgeclip.verify.report import write_json_atomic
+
+    write_json_atomic(Path(args.out), result)
     keys = ["shape", "colour", "shape-colour", "i2t_r1"]
     rows = ["| model | lang | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for name, ev in [("teacher (en only)", result["teacher"])] + [(k, v["eval"]) for k, v in result["runs"].items()]:

@@ -74,11 +74,9 @@ def main(argv=None) -> int:
                                desc=name)
         result["runs"][name] = {"curve": curve, "wall_s": rec["wall_s"], "samples_per_s": rec["samples_per_s"]}
     result["claims"] = {m: _claim(result["runs"], m) for m in ("i2t_r1", "zero_shot_mean")}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    from edgeclip.verify.report import write_json_atomic
+
+    write_json_atomic(Path(args.out), result)
     print(table(result).split("\n\nclaims")[0] + "\n\nclaims: " + json.dumps(result["claims"]))
     print("throughput (samples/s): " + ", ".join(f"{k} {v['samples_per_s']:.0f}" for k, v in result["runs"].items())
           + f"; reinforcement {made['index']['samples'] / max(reinforce_s, 1e-9):.1f} samples/s once")

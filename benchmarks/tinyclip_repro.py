@@ -92,11 +92,9 @@ def main(argv=None) -> int:
         result["runs"][name] = {"curve": curve, "wall_s": time.perf_counter() - t0,
                                 "samples_per_s": rec["samples_per_s"], "params": rec["params"]["student"]}
     result["claims"] = {m: claims(result["runs"], m) for m in ("i2t_r1", "zero_shot_mean")}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    from edgeclip.verify.report import write_json_atomic
+
+    write_json_atomic(Path(args.out), result)
     print(table(result))
     return 0
 

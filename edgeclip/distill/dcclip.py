@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ._options import options_from
 
 __all__ = ["DcClipOptions", "parse_options", "check", "describe", "run", "evaluate_languages"]
 
@@ -60,11 +61,7 @@ class DcClipOptions:
 
 
 def parse_options(options: dict[str, Any]) -> DcClipOptions:
-    valid = {f.name for f in fields(DcClipOptions)}
-    bad = sorted(set(options) - valid)
-    if bad:
-        raise ConfigError(f"dcclip options: unknown keys {bad}; valid keys: {sorted(valid)}")
-    return DcClipOptions(**options)
+    return options_from(DcClipOptions, options, "dcclip")
 
 
 def check(stage, recipe=None) -> None:

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
+from ._options import options_from
 
 __all__ = ["MobileClipOptions", "parse_options", "check", "describe", "ReplayPairs", "train_reinforced", "run"]
 
@@ -65,11 +66,7 @@ class MobileClipOptions:
 
 
 def parse_options(options: dict[str, Any]) -> MobileClipOptions:
-    valid = {f.name for f in fields(MobileClipOptions)}
-    bad = sorted(set(options) - valid)
-    if bad:
-        raise ConfigError(f"mobileclip options: unknown keys {bad}; valid keys: {sorted(valid)}")
-    opts = MobileClipOptions(**options)
+    opts = options_from(MobileClipOptions, options, "mobileclip")
     from .reinforce import parse_reinforce_options
 
     parse_reinforce_options(opts.reinforce)

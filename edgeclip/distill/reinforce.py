@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import ConfigError
+from ._options import options_from
 
 __all__ = ["ReinforceOptions", "parse_reinforce_options", "reinforce", "teacher_image_embeddings"]
 
@@ -50,11 +51,7 @@ class ReinforceOptions:
 
 
 def parse_reinforce_options(d: dict[str, Any]) -> ReinforceOptions:
-    valid = {f.name for f in fields(ReinforceOptions)}
-    bad = sorted(set(d) - valid)
-    if bad:
-        raise ConfigError(f"reinforce options: unknown keys {bad}; valid keys: {sorted(valid)}")
-    opts = ReinforceOptions(**d)
+    opts = options_from(ReinforceOptions, d, "reinforce")
     from ..data.augment import AugmentConfig
 
     AugmentConfig.from_dict(opts.augment)  # validated before any work

@@ -32,11 +32,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ._options import options_from
 from ..names import STUDENT_SHAPE_KEYS
 
 __all__ = ["TinyClipOptions", "parse_options", "check", "describe", "make_student", "distill", "run"]
@@ -91,11 +92,7 @@ class TinyClipOptions:
 
 
 def parse_options(options: dict[str, Any]) -> TinyClipOptions:
-    valid = {f.name for f in fields(TinyClipOptions)}
-    bad = sorted(set(options) - valid)
-    if bad:
-        raise ConfigError(f"tinyclip options: unknown keys {bad}; valid keys: {sorted(valid)}")
-    return TinyClipOptions(**options)
+    return options_from(TinyClipOptions, options, "tinyclip")
 
 
 def check(stage, recipe=None) -> None:
