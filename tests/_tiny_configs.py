@@ -27,3 +27,11 @@ def build_mini(tmp_path, recipe_text: str, capsys) -> "Path":
     cap = capsys.readouterr()
     assert rc == 0, cap.out + cap.err
     return out
+
+
+def stage_log(out) -> list[dict]:
+    """The build's ``stage-log.jsonl`` (which stages ran, which came from the cache)."""
+    import json
+    from pathlib import Path
+
+    return [json.loads(x) for x in (Path(out) / "stage-log.jsonl").read_text().splitlines()]

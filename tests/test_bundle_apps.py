@@ -21,7 +21,7 @@ from edgeclip.labels import DEFAULT_TEMPLATES
 from edgeclip.predict import predict
 
 from _bundle_checks import as_backend, assert_snippet_matches
-from _tiny_configs import MINI_TARGET
+from _tiny_configs import MINI_TARGET, stage_log
 
 RECIPE = """
 version: 1
@@ -38,10 +38,6 @@ export:
 LABELS = ["red circle", "blue square", "green triangle", "一只猫", "a dog, sitting"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.toolchain]
-
-
-def _log(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "stage-log.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -246,9 +242,9 @@ def test_recipe_labels_rebuild_only_the_head_and_bundle(built):
     recipe.write_text(textwrap.dedent(RECIPE) + f"  labels: {json.dumps(other)}\n")
     out = built.root / "mini-recipe-labels"
     assert main(["build", "--target", str(built.target), "--recipe", str(recipe), "--out", str(out)]) == 0
-    ran = {(e["stage"], e["status"]) for e in _log(out)}
+    ran = {(e["stage"], e["status"]) for e in stage_log(out)}
     assert ("teacher", "cached") in ran and ("reference", "cached") in ran and ("teacher", "ran") not in ran
-    exports = [e for e in _log(out) if e["stage"] == "export"]
+    exports = [e for e in stage_log(out) if e["stage"] == "export"]
     assert [e["status"] for e in exports].count("ran") == 1 and [e["status"] for e in exports].count("cached") == 2
     m = load_manifest(out)
     assert m["labels"]["names"] == other and m["labels"]["source"] == "recipe export.labels"

@@ -11,7 +11,7 @@ from edgeclip.bundle import load_manifest
 from edgeclip.cli import main
 from edgeclip.errors import InputError
 
-from _tiny_configs import MINI_TARGET
+from _tiny_configs import MINI_TARGET, stage_log
 
 TINY = """
 version: 1
@@ -31,10 +31,6 @@ def _recipe(tmp_path: Path, text: str = TINY) -> Path:
     p = tmp_path / "tiny.yaml"
     p.write_text(textwrap.dedent(text))
     return p
-
-
-def _log(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "stage-log.jsonl").read_text().splitlines()]
 
 
 def _build(recipe: Path, target: str, out: Path) -> int:
@@ -72,17 +68,17 @@ def test_rerun_is_cached_and_quant_edit_reruns_only_downstream(tmp_path):
     recipe = _recipe(tmp_path)
     out = tmp_path / "out"
     assert _build(recipe, "web", out) == 0
-    first = _log(out)
+    first = stage_log(out)
     assert {e["stage"] for e in first if e["status"] == "ran"} >= {"teacher", "reference", "export", "verify", "bench"}
 
     assert _build(recipe, "web", out) == 0
-    second = _log(out)[len(first):]
+    second = stage_log(out)[len(first):]
     assert second and all(e["status"] == "cached" for e in second), second
 
     # only the quantization section changes: teacher and reference stay cached
     edited = _recipe(tmp_path, TINY.replace("calibration_samples: 4", "calibration_samples: 4\n  keep_float: [ln_final]"))
     assert _build(edited, "web", out) == 0
-    third = _log(out)[len(first) + len(second):]
+    third = stage_log(out)[len(first) + len(second):]
     status = {(e["stage"], e["status"]) for e in third}
     assert ("teacher", "cached") in status and ("reference", "cached") in status
     assert ("export", "ran") in status and ("verify", "ran") in status
@@ -93,7 +89,7 @@ def test_rerun_is_cached_and_quant_edit_reruns_only_downstream(tmp_path):
     mini.write_text(MINI_TARGET)
     other = tmp_path / "mini-out"
     assert main(["build", "--target", str(mini), "--recipe", str(edited), "--out", str(other)]) == 0
-    status = {(e["stage"], e["status"]) for e in _log(other)}
+    status = {(e["stage"], e["status"]) for e in stage_log(other)}
     assert ("teacher", "cached") in status and ("reference", "cached") in status
     assert ("export", "ran") in status and ("teacher", "ran") not in status
 

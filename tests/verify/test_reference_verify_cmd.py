@@ -17,7 +17,7 @@ import pytest
 from edgeclip.bundle import load_manifest, write_manifest
 from edgeclip.cli import main
 
-from _tiny_configs import MINI_TARGET
+from _tiny_configs import MINI_TARGET, stage_log
 
 RECIPE = """
 version: 1
@@ -37,10 +37,6 @@ GATED_TARGET = MINI_TARGET + """thresholds:
 """
 
 pytestmark = [pytest.mark.slow, pytest.mark.toolchain]
-
-
-def _log(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "stage-log.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +64,7 @@ def test_reference_made_once_is_reused_by_build_and_recorded(built):
     info = json.loads((built.ref / "reference.json").read_text())
     assert info["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert info["recipe"] == "tiny" and len(info["weights_sha256"]) == 64
-    status = {(e["stage"], e["status"]) for e in _log(built.bundle)}
+    status = {(e["stage"], e["status"]) for e in stage_log(built.bundle)}
     assert ("reference", "stored") in status and ("reference", "ran") not in status
     assert ("teacher", "cached") in status  # `edgeclip reference` left it in the shared cache
 
