@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,29 @@ def _8da4w(tower, ex, method, notes: list[str]):
     return torch.export.export(model, ex, strict=False), unquantized_modules(model)
 
 
+_LIVE_RUNNERS: "weakref.WeakSet[ExecuTorchRunner]" = weakref.WeakSet()
+
+
+def _set_threadpool(threads: int) -> None:
+    """Size XNNPACK's process-global thread pool. Resizing it while a loaded method holds the
+    old pool crashes the process (measured: 1 -> 2 threads segfaults on the next execute),
+    so a different count is refused while any runner of this process is alive."""
+    try:
+        from executorch.extension.pybindings.portable_lib import (
+            _threadpool_get_thread_count, _unsafe_reset_threadpool)
+    except ImportError:  # pragma: no cover - older builds lack the hooks
+        log.warning("executorch: this build cannot set its thread count; running on its default")
+        return
+    current = _threadpool_get_thread_count()
+    if threads == current:
+        return
+    if len(_LIVE_RUNNERS):
+        raise ConfigError(
+            f"executorch: this process already runs .pte files on {current} threads and XNNPACK's "
+            f"thread pool cannot be resized while they are loaded; use threads={current} or a new process")
+    _unsafe_reset_threadpool(threads)
+
+
 class ExecuTorchRunner:
     """A loaded .pte method; ``__call__`` takes numpy arrays and returns the first output."""
 
@@ -187,12 +211,7 @@ class ExecuTorchRunner:
     def __init__(self, artifact: Artifact, threads: int = 2):
         from executorch.runtime import Runtime
 
-        try:  # XNNPACK's thread pool is process-global in the pybindings
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-
-            _unsafe_reset_threadpool(int(threads))
-        except Exception as e:  # pragma: no cover - older builds lack the hook
-            log.warning("executorch: could not set threads=%s: %s", threads, e)
+        _set_threadpool(int(threads))
         self.threads, self.path = threads, Path(artifact.path)
         self.dtypes = artifact.input_dtypes
         delegates = artifact.extra.get("delegates", {})
@@ -206,6 +225,7 @@ class ExecuTorchRunner:
                         if "CoreMLBackend" in delegates else "re-export it with this executorch version")
                 raise ExportError(f"executorch: cannot load {artifact.path}: {e}; {hint}") from e
         self.load_ms = sw.ms
+        _LIVE_RUNNERS.add(self)
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         import torch

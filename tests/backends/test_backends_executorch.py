@@ -79,3 +79,46 @@ def test_bad_partitioner_is_a_config_error(tmp_path):
     m = make_tower("conv")
     with pytest.raises(ConfigError, match="xnnpack, coreml"):
         et.export(m, m.example_inputs(), ExportSpec(tower="image", options={"partitioners": ["qnn"]}), tmp_path)
+
+
+_RESIZE_CHILD = r"""
+import gc, json, sys
+from pathlib import Path
+import numpy as np
+from edgeclip.backends.base import Artifact
+from edgeclip.backends.executorch import ExecuTorchRunner
+from edgeclip.errors import ConfigError
+d = json.loads(Path(sys.argv[1]).read_text()); d.pop("size_bytes"); d["path"] = Path(d["path"])
+art = Artifact(**d)
+x = np.load(sys.argv[2])
+first = ExecuTorchRunner(art, threads=1)
+y1 = first(x)
+try:
+    ExecuTorchRunner(art, threads=2)  # growing the pool under a loaded method crashed the process
+    print("no error"); sys.exit(1)
+except ConfigError as e:
+    print("refused:", e)
+del first; gc.collect()
+second = ExecuTorchRunner(art, threads=2)  # nothing loaded any more: resizing is safe
+print("max diff", float(np.abs(second(x) - y1).max()))
+"""
+
+
+def test_thread_pool_is_not_resized_under_a_loaded_method(tmp_path, exports):
+    """XNNPACK's pool is process-wide: a second runner asking another thread count while one
+    is loaded gets a one-line ConfigError (it used to segfault on the next call); once the
+    first is gone, the pool resizes and runs. In a child process: the pool is global state."""
+    import json
+    import subprocess
+    import sys
+
+    from _backends_cases import get_case
+
+    res = exports.get("executorch", "vit", "fp32")
+    (tmp_path / "art.json").write_text(json.dumps(res.artifact.to_dict()))
+    np.save(tmp_path / "x.npy", get_case("vit").inputs[0][0])
+    p = subprocess.run([sys.executable, "-c", _RESIZE_CHILD, str(tmp_path / "art.json"), str(tmp_path / "x.npy")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    assert "refused: executorch: this process already runs .pte files on 1 threads" in p.stdout
+    assert float(p.stdout.rsplit("max diff", 1)[1]) < 1e-4
