@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import ConfigError, EdgeclipError, ExportError
 from ._common import (Stopwatch, as_tensors, atomic_path, calibration_tensors, export_error,
-                      io_arrays, log, missing, names_for, one_line, probe, require, resolve_method)
+                      io_arrays, log, missing, names_for, one_line, pinned_by_overrides, probe, require,
+                      resolve_method)
 from .base import Artifact, ExportSpec
 
 __all__ = ["OnnxBackend", "OnnxRunner"]
@@ -185,6 +186,19 @@ def _quantize(src: Path, dst: Path, method, cal, input_names: list[str], paths: 
         notes.append(f"kept float by overrides: {len(exclude)} node(s)")
 
 
+def _patch_embeddings_as_matmul(tower, method, notes: list[str]):
+    """int8 modes: a ViT's patch-embedding conv as MatMul (ConvInteger is slow; see _patchify),
+    unless the recipe's overrides keep that conv in float."""
+    from ._patchify import patchify_patch_embeddings
+
+    out, names = patchify_patch_embeddings(tower)
+    if names and any(pinned_by_overrides(method, "conv", n) for n in names):
+        return tower
+    if names:
+        notes.append(f"patch embedding {', '.join(names)} exported as MatMul (ORT's ConvInteger is slow)")
+    return out
+
+
 def _fp16(src: Path, dst: Path, notes: list[str]) -> None:
     import onnx
     from onnxconverter_common import float16
@@ -250,6 +264,8 @@ class OnnxBackend:
         ex = as_tensors(example)
         cal = calibration_tensors(spec, ex, method)
         notes: list[str] = []
+        if method.key.startswith("int8") and spec.options.get("patch_matmul", True):
+            tower = _patch_embeddings_as_matmul(tower, method, notes)
         with atomic_path(out_dir, spec.name, ".onnx") as (tmp, final):
             fp32 = tmp.with_name(tmp.name + ".fp32.onnx")
             try:

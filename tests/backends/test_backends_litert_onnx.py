@@ -107,3 +107,49 @@ def test_onnx_dynamic_reduce_range_and_overrides(tmp_path):
     assert art.not_quantized == ["MatMul proj"]
     y = onnx_b.runner(art)(*case.inputs[2])
     assert y.shape == case.reference[2].shape and np.isfinite(y).all()
+
+
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_onnx_int8_exports_the_patch_embedding_as_matmul(tmp_path, exports):
+    """ConvInteger is ORT's slow path: int8 ViTs carry no Conv; fp32 keeps its Conv; a recipe
+    pinning conv layers to float keeps the Conv, in float."""
+    from _backends_cases import get_case
+
+    case = get_case("vit")
+    for quant in ("int8-dynamic", "int8-static"):
+        art = exports.get("onnx", "vit", quant).artifact
+        ops = _op_types(art.path)
+        assert not {"Conv", "ConvInteger"} & ops, ops
+        assert any("patch embedding conv1 exported as MatMul" in n for n in art.notes), art.notes
+        y = onnx_b.runner(art)(*case.inputs[0])
+        assert float(np.dot(y.ravel(), case.reference[0].ravel())) > 0.99
+    assert "Conv" in _op_types(exports.get("onnx", "vit", "fp32").artifact.path)
+    cfg = make_method("int8-dynamic", overrides={"op_type": {"conv": "fp32"}})
+    pinned = onnx_b.export(case.tower, case.example,
+                           ExportSpec(tower="image", quant="int8-dynamic", quant_config=cfg, name="pin"), tmp_path)
+    assert "Conv" in _op_types(pinned.path) and "ConvInteger" not in _op_types(pinned.path)
+    assert any(s.startswith("Conv ") for s in pinned.not_quantized), pinned.not_quantized
+
+
+def test_patch_matmul_equals_the_conv_and_leaves_other_convs():
+    import torch
+    from torch import nn
+
+    from edgeclip.backends._patchify import PatchMatMul, patchify_patch_embeddings
+
+    torch.manual_seed(0)
+    tower = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4, bias=True), nn.Conv2d(16, 8, 1),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 2, stride=1))
+    out, names = patchify_patch_embeddings(tower)
+    assert names == ["0"] and isinstance(out[0], PatchMatMul)
+    assert [type(m) for m in out][1:] == [nn.Conv2d] * 3 and isinstance(tower[0], nn.Conv2d)  # input untouched
+    x = torch.randn(2, 3, 12, 20)
+    torch.testing.assert_close(out(x), tower(x), rtol=1e-5, atol=1e-5)
+    rest = tower[1:]
+    same, none = patchify_patch_embeddings(rest)
+    assert none == [] and same is rest
