@@ -12,16 +12,19 @@ spinning worker threads stay out of the next one's timings.
 
 Besides latency (p50/p90/min), load time, size, build time, cosine to eager on real photos or
 captions and delegation, the file records each tower's FLOPs (metric ``gflop``, backend
-``torch-eager``) and the machine's measured large-GEMM fp32 peak (``machine.gemm_peak_gflops``).
-Roofline time = FLOPs / peak; the table prints each artifact's time as a multiple of it
-(``x roof``, 1.0 = the fp32 floor) and its speed as a fraction of it (``roof %``). Torch eager
-is a noisy yardstick on a shared machine; the roofline is the steady one.
+``torch-eager``) and the machine's measured large-GEMM fp32 peak (``machine.gemm_peak_gflops``:
+the best seen, re-measured at every timing round; each model's own is a ``gemm_peak_gflops``
+record), its SIMD flags and its DRAM copy bandwidth. Roofline time = FLOPs / peak; the table
+prints each artifact's time as a multiple of it (``x roof``, 1.0 = the fp32 floor) and its
+speed as a fraction of it (``roof %``), then which of issue #5's speed targets the run met.
+Torch eager is a noisy yardstick on a shared machine; the roofline is the steady one.
+``gemm:TxW`` (default ``gemm:50x768``) times a bare Linear stack at a ViT's shape: the ceiling
+each runtime's GEMM kernels reach there, which small-M GEMMs keep below the large-GEMM peak.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,32 +32,50 @@ from pathlib import Path
 
 import numpy as np
 
+from _machine import PeakProbe, gemm_peak_gflops, machine, memory_bandwidth_gbs
+
 EVAL_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
 CALIB_IMAGES = ("retina", "colorwheel", "clock", "immunohistochemistry")
 EVAL_CAPTIONS = ("a photo of an astronaut", "a cat lying on a couch", "a cup of coffee", "a rocket")
 CALIB_CAPTIONS = ("a diagram of the retina", "a color wheel", "a clock on the wall", "a tissue sample")
 
 
-def machine(threads: int) -> dict:
-    import importlib.metadata as md
+class GemmStack:
+    """``gemm:TOKENSxWIDTH``: a stack of 6 (W -> 4W -> W) Linear pairs with residuals on
+    [1, TOKENS, W], the MLP GEMMs of a ViT without anything else. Its speed per runtime is the
+    ceiling that runtime's GEMM kernels reach at the tower's shape, the yardstick next to the
+    large-GEMM roofline (small-M GEMMs do not reach the large-GEMM peak)."""
 
-    def ver(p):
-        try:
-            return md.version(p)
-        except md.PackageNotFoundError:
-            return None
+    @staticmethod
+    def build(spec: str):
+        import torch
+        from torch import nn
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "load_avg_start": os.getloadavg(),
-            "versions": {p: ver(p) for p in ("torch", "executorch", "litert-torch", "ai-edge-litert",
-                                             "onnxruntime", "coremltools", "open-clip-torch")},
-            "note": "shared, noisy machine: compare rows of one run, not across runs"}
+        tokens, width = (int(v) for v in spec.split(":", 1)[1].lower().split("x"))
+
+        class Stack(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.pairs = nn.ModuleList(nn.Sequential(nn.Linear(width, 4 * width), nn.Linear(4 * width, width))
+                                           for _ in range(6))
+
+            def forward(self, x):
+                for p in self.pairs:
+                    x = x + p(x)
+                return x
+
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+
+        def sample():  # activation-like values (LayerNorm output scale)
+            return (rng.standard_normal((1, tokens, width)).astype(np.float32),)
+        return Stack().eval(), [sample() for _ in range(2)], [sample() for _ in range(4)]
 
 
 def load_tower(name: str, tower: str):
     """Export-ready tower + (eval inputs, calibration inputs) from real photos or captions."""
+    if name.startswith("gemm:"):
+        return GemmStack.build(name)
     import skimage.data
 
     from edgeclip.models import load_model, preprocess_images, reparameterize
@@ -92,28 +113,6 @@ def cosine(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def gemm_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict[str, float]:
-    """Best-of-``reps`` fp32 GFLOP/s of one large square matmul through torch (its CPU BLAS)
-    and through numpy (OpenBLAS); the higher is the machine's practical peak. On the 2-core
-    EPYC VM used here torch reached ~101 and numpy ~147 GFLOP/s."""
-    import torch
-
-    torch.set_num_threads(threads)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    an, bn = a.numpy(), b.numpy()
-    out = {}
-    for name, mm in (("torch", lambda: torch.mm(a, b)), ("numpy", lambda: an @ bn)):
-        mm()
-        best = float("inf")
-        for _ in range(reps):
-            t = time.perf_counter()
-            mm()
-            best = min(best, time.perf_counter() - t)
-        out[name] = 2 * n**3 / best / 1e9
-    return out
-
-
 def tower_gflop(tower, example) -> float:
     import torch
 
@@ -138,7 +137,8 @@ def export_all(args, tower, inputs, calibration, work: Path, log):
         t = time.perf_counter()
         spec = ExportSpec(tower=args.tower, quant=q, calibration=calibration, options=options,
                           name=f"{args.tower}-{q}{'-plain' if options else ''}",
-                          input_names=("pixel_values",) if args.tower == "image" else ("input_ids",))
+                          input_names=(("x",) if tower.__class__.__name__ == "Stack" else
+                                       ("pixel_values",) if args.tower == "image" else ("input_ids",)))
         try:
             art = b.export(tower, inputs[0], spec, work / bname)
         except Exception as e:  # one failing backend must not sink the comparison
@@ -153,13 +153,16 @@ def export_all(args, tower, inputs, calibration, work: Path, log):
     return rows
 
 
-def time_round_robin(rows, sample, warmup: int, runs: int, rounds: int) -> list[list[float]]:
+def time_round_robin(rows, sample, warmup: int, runs: int, rounds: int,
+                     probe: PeakProbe | None = None) -> list[list[float]]:
     lat = [[] for _ in rows]
     for runner in rows:
         for _ in range(warmup):
             runner(*sample)
     per_round = max(1, -(-runs // rounds))
     for _ in range(rounds):
+        if probe is not None:
+            probe.measure()
         for i, runner in enumerate(rows):
             runner(*sample)  # re-warm after the previous runtime's block
             for _ in range(per_round):
@@ -169,16 +172,15 @@ def time_round_robin(rows, sample, warmup: int, runs: int, rounds: int) -> list[
     return lat
 
 
-def bench_model(args, name: str, peak: float, work: Path) -> list[dict]:
+def bench_model(args, name: str, probe: PeakProbe, work: Path) -> list[dict]:
     def log(msg):
         print(f"[{name}] {msg}", flush=True)
 
     t0 = time.perf_counter()
     tower, inputs, calibration = load_tower(name, args.tower)
     gflop = tower_gflop(tower, inputs[0])
-    roof_ms = gflop / peak * 1e3
     log(f"built {args.tower} tower in {time.perf_counter() - t0:.0f}s: {gflop:.3f} GFLOP, "
-        f"fp32 roofline {roof_ms:.1f} ms at {peak:.0f} GFLOP/s")
+        f"fp32 roofline {gflop / probe.best * 1e3:.1f} ms at {probe.best:.0f} GFLOP/s so far")
     eager = EagerRunner(tower, args.threads)
     reference = [eager(*s) for s in inputs]
     rows = [("torch-eager", "fp32", eager, None, 0.0)]
@@ -186,7 +188,7 @@ def bench_model(args, name: str, peak: float, work: Path) -> list[dict]:
         rows.append(("torch-eager", "fp32", EagerRunner(tower, 1), None, 0.0))
     rows += export_all(args, tower, inputs, calibration, work / name, log)
 
-    records, model_id = [], f"openclip:{name}"
+    records, model_id = [], (name if name.startswith("gemm:") else f"openclip:{name}")
 
     def rec(backend, quant, runner, metric, value, unit):
         records.append({"model": model_id, "target": args.target, "backend": backend, "tower": args.tower,
@@ -208,12 +210,15 @@ def bench_model(args, name: str, peak: float, work: Path) -> list[dict]:
             rec(bname, q, rt, "delegated_fraction", art.delegated_fraction, "fraction")
         if art.extra.get("compute_delegated_fraction") is not None:
             rec(bname, q, rt, "compute_delegated_fraction", art.extra["compute_delegated_fraction"], "fraction")
-    lat = time_round_robin([r[2] for r in rows], inputs[0], args.warmup, args.runs, args.rounds)
+    lat = time_round_robin([r[2] for r in rows], inputs[0], args.warmup, args.runs, args.rounds, probe)
+    peak = probe.best
+    roof_ms = gflop / peak * 1e3
+    rec("torch-eager", "fp32", "numpy", "gemm_peak_gflops", peak, "GFLOP/s")
 
     eager_ms = float(np.median(lat[0]))
     ort_fp32 = next((float(np.median(lat[i])) for i, r in enumerate(rows) if r[:2] == ("onnx", "fp32")), None)
     print(f"\n{name} {args.tower} tower, batch 1, {args.threads} threads, {len(lat[0])} runs in "
-          f"{args.rounds} rounds; {gflop:.2f} GFLOP, roofline {roof_ms:.1f} ms "
+          f"{args.rounds} rounds; {gflop:.2f} GFLOP, roofline {roof_ms:.1f} ms at {peak:.0f} GFLOP/s "
           f"(load avg {os.getloadavg()[0]:.1f})")
     print(f"{'backend':12s} {'quant':13s} {'runtime':20s} {'p50 ms':>8s} {'p90 ms':>8s} {'x roof':>7s}"
           f" {'roof %':>7s} {'vs eager':>9s} {'vs ORT':>7s} {'cos min':>8s} {'MB':>7s} {'build s':>8s}")
@@ -229,12 +234,47 @@ def bench_model(args, name: str, peak: float, work: Path) -> list[dict]:
               f" {p50 / roof_ms:7.2f} {100 * roof_ms / p50:6.0f}% {eager_ms / p50:8.2f}x"
               f" {(ort_fp32 / p50 if ort_fp32 else float('nan')):6.2f}x {cmin:8.5f}"
               f" {(art.size_bytes / 1e6 if art else float('nan')):7.1f} {build_s:8.0f}")
+    print_targets(records, model_id)
     return records
+
+
+def print_targets(records: list[dict], model_id: str) -> list[tuple[str, bool]]:
+    """The speed targets of issue #5, read off this run's records: every fp32 artifact at
+    >= 75% of the fp32 roofline speed, the best int8 artifact with cosine_min >= 0.995 at
+    <= 0.5x the roofline time, every ExecuTorch artifact with all compute ops delegated."""
+    by = {}
+    for r in records:
+        if r["model"] == model_id:
+            by.setdefault((r["backend"], r["quant"]), {})[r["metric"]] = r["value"]
+    arts = {k: v for k, v in by.items() if k[0] != "torch-eager"}
+    out = []
+    for (b, q), m in sorted(arts.items()):
+        if q == "fp32" and "roofline_ratio" in m:
+            out.append((f"{b} fp32 at {100 / m['roofline_ratio']:.0f}% of roofline speed (>= 75%)",
+                        m["roofline_ratio"] <= 1 / 0.75))
+    int8 = [(m["roofline_ratio"], b, q) for (b, q), m in arts.items()
+            if q.startswith("int8") or q == "8da4w"
+            if m.get("cosine_min", 0) >= 0.995 and "roofline_ratio" in m]
+    if int8:
+        ratio, b, q = min(int8)
+        out.append((f"best int8 with cosine_min >= 0.995: {b} {q} at {ratio:.2f}x roofline time (<= 0.5x)",
+                    ratio <= 0.5))
+    for (b, q), m in sorted(arts.items()):
+        if b.startswith("executorch") and "compute_delegated_fraction" in m:
+            out.append((f"{b} {q}: {100 * m['compute_delegated_fraction']:.0f}% of compute ops delegated",
+                        m["compute_delegated_fraction"] == 1.0))
+    if out:
+        print(f"targets ({model_id}):")
+        for text, ok in out:
+            print(f"  [{'met' if ok else 'NOT MET'}] {text}")
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="ViT-B-32,MobileCLIP2-S0", help="open_clip architectures (random init)")
+    ap.add_argument("--models", default="ViT-B-32,MobileCLIP2-S0,gemm:50x768",
+                    help="open_clip architectures (random init); gemm:TxW = a Linear stack on [1,T,W], "
+                         "the GEMM ceiling of each runtime at a ViT's shape (50x768 = ViT-B/32)")
     ap.add_argument("--tower", default="image", choices=("image", "text"))
     ap.add_argument("--backends", default="executorch,litert,onnx")
     ap.add_argument("--quants", default="fp32,fp16,int8-weight,int8-dynamic,int8-static,8da4w",
@@ -254,14 +294,16 @@ def main(argv=None) -> int:
 
     info = machine(args.threads)
     peaks = gemm_peak_gflops(args.threads)
-    peak = max(peaks.values())
-    info["gemm_peak_gflops"], info["gemm_peak_by_library"] = peak, peaks
-    print(f"large-GEMM fp32 peak: {peak:.0f} GFLOP/s on {args.threads} threads "
-          f"({', '.join(f'{k} {v:.0f}' for k, v in peaks.items())})", flush=True)
+    probe = PeakProbe(max(peaks.values()))
+    info["gemm_peak_at_start_by_library"] = peaks
+    info["memory_bandwidth_gbs"] = memory_bandwidth_gbs()
+    print(f"large-GEMM fp32 peak at the start: {probe.best:.0f} GFLOP/s on {args.threads} threads "
+          f"({', '.join(f'{k} {v:.0f}' for k, v in peaks.items())}); re-measured every round", flush=True)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="edgeclip-bench-"))
     records = []
     for name in args.models.split(","):
-        records += bench_model(args, name, peak, work)
+        records += bench_model(args, name, probe, work)
+    info["gemm_peak_gflops"] = probe.best  # the best seen in the run; each model's own is a record
     info["load_avg_end"] = os.getloadavg()
     report = {"schema": "edgeclip.report/1", "machine": info, "results": records}
     write_json_atomic(Path(args.out), report)
