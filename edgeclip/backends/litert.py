@@ -30,6 +30,8 @@ _TFL_TYPES = {
     "gelu": ("GELU",), "add": ("ADD",), "mul": ("MUL",), "mean": ("MEAN",),
 }
 _WEIGHT_OPS = {"FULLY_CONNECTED": 1, "CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "EMBEDDING_LOOKUP": 1}
+# int8-static quantizes these (the token table: int8 weights only); the ops between stay float
+_STATIC_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 def litert_delegation(interpreter) -> tuple[float, Counter]:
@@ -175,8 +177,12 @@ def _quantize(fp32: bytes, method, tower, cal, input_names: list[str]) -> tuple[
     elif method.key == "int8-weight":
         q.add_weight_only_config(".*", op.ALL_SUPPORTED, 8, gran[method.granularity])
     elif method.key == "int8-static":
-        q.add_static_config(".*", op.ALL_SUPPORTED, 8, 8,
-                            gran["per_channel" if method.per_channel else "per_tensor"])
+        # only the weight ops: XNNPACK's delegate has no int8 kernels for the rest (layer-norm
+        # pieces, BATCH_MATMUL, SOFTMAX, GELU), which then ran undelegated and split the graph
+        for name in _STATIC_OPS:
+            q.add_static_config(".*", getattr(op, name), 8, 8,
+                                gran["per_channel" if method.per_channel else "per_tensor"])
+        q.add_weight_only_config(".*", op.EMBEDDING_LOOKUP, 8, gran["per_channel"])
         # keep graph I/O float: apps feed float pixels and read float embeddings, not int8
         for io in (op.INPUT, op.OUTPUT):
             q.update_quantization_recipe(regex=".*", operation_name=io, algorithm_key="no_quantize")
