@@ -161,10 +161,7 @@ def _entry(b, backend: str):
 
 def _load_artifact(folder: Path):
     from .backends.base import Artifact
-    d = json.loads((folder / "artifact.json").read_text())
-    d.pop("size_bytes", None)
-    d["path"] = folder / d["path"]
-    return Artifact(**d)
+    return Artifact.from_dict(json.loads((folder / "artifact.json").read_text()), base=folder)
 
 
 def artifact(b, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Path, ref_key: str):

@@ -74,6 +74,13 @@ class Artifact:
         d["size_bytes"] = self.size_bytes
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> "Artifact":
+        """Inverse of :meth:`to_dict`; a relative ``path`` is resolved against ``base``."""
+        d = {k: v for k, v in d.items() if k != "size_bytes"}
+        d["path"] = (base / d["path"]) if base is not None else Path(d["path"])
+        return cls(**d)
+
 
 @runtime_checkable
 class Runner(Protocol):

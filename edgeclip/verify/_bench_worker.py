@@ -15,10 +15,7 @@ def main(argv: list[str]) -> int:
     from ..backends.base import Artifact
     from .latency import measure
 
-    d = json.loads(Path(artifact_json).read_text())
-    d.pop("size_bytes", None)
-    d["path"] = Path(d["path"])
-    artifact = Artifact(**d)
+    artifact = Artifact.from_dict(json.loads(Path(artifact_json).read_text()))
     with np.load(npz) as z:
         inputs = tuple(np.ascontiguousarray(z[k]) for k in sorted(z.files, key=lambda s: int(s.split("_")[1])))
     t0 = time.perf_counter()

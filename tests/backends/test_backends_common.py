@@ -145,3 +145,16 @@ def test_onnx_falls_back_to_torchscript_exporter_and_says_so(tmp_path):
     art = b.export(_DataDependent(), (torch.ones(1, 4),), ExportSpec(tower="image", name="dd"), tmp_path)
     assert any("TorchScript exporter" in n for n in art.notes), art.notes
     assert np.allclose(b.runner(art)(np.ones((1, 4), np.float32)), 2.0)
+
+
+def test_artifact_dict_round_trip(tmp_path):
+    from edgeclip.backends.base import Artifact
+
+    f = tmp_path / "a.onnx"
+    f.write_bytes(b"12345")
+    a = Artifact(path=f, backend="onnx", tower="image", quant="fp32", input_names=["pixel_values"],
+                 output_names=["embedding"], input_shapes=[[1, 3, 8, 8]], input_dtypes=["float32"],
+                 output_shapes=[[1, 4]], output_dtypes=["float32"], notes=["n"], extra={"k": 1})
+    d = a.to_dict()
+    assert d["size_bytes"] == 5 and Artifact.from_dict(d) == a
+    assert Artifact.from_dict({**d, "path": "a.onnx"}, base=tmp_path) == a

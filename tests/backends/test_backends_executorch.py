@@ -88,8 +88,7 @@ import numpy as np
 from edgeclip.backends.base import Artifact
 from edgeclip.backends.executorch import ExecuTorchRunner
 from edgeclip.errors import ConfigError
-d = json.loads(Path(sys.argv[1]).read_text()); d.pop("size_bytes"); d["path"] = Path(d["path"])
-art = Artifact(**d)
+art = Artifact.from_dict(json.loads(Path(sys.argv[1]).read_text()))
 x = np.load(sys.argv[2])
 first = ExecuTorchRunner(art, threads=1)
 y1 = first(x)
