@@ -9,6 +9,16 @@ import time
 import numpy as np
 
 
+def best_seconds(fn, reps: int) -> float:
+    """Fastest of ``reps`` timed calls of ``fn`` (the least-disturbed one on a shared VM)."""
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def machine(threads: int) -> dict:
     import importlib.metadata as md
 
@@ -44,12 +54,7 @@ def memory_bandwidth_gbs(mb: int = 256, reps: int = 5) -> float:
     fp32 latency from below as the GEMM peak does."""
     src = np.ones(mb * 2**20 // 4, np.float32)
     dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t)
-    return 2 * src.nbytes / best / 1e9
+    return 2 * src.nbytes / best_seconds(lambda: np.copyto(dst, src), reps) / 1e9
 
 
 class PeakProbe:
@@ -65,12 +70,7 @@ class PeakProbe:
         self.b = rng.standard_normal((n, n)).astype(np.float32)
 
     def measure(self) -> float:
-        t = float("inf")
-        for _ in range(2):
-            s = time.perf_counter()
-            self.a @ self.b
-            t = min(t, time.perf_counter() - s)
-        self.best = max(self.best, 2 * self.n**3 / t / 1e9)
+        self.best = max(self.best, 2 * self.n**3 / best_seconds(lambda: self.a @ self.b, 2) / 1e9)
         return self.best
 
 
@@ -86,11 +86,6 @@ def gemm_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict[str, fl
     an, bn = a.numpy(), b.numpy()
     out = {}
     for name, mm in (("torch", lambda: torch.mm(a, b)), ("numpy", lambda: an @ bn)):
-        mm()
-        best = float("inf")
-        for _ in range(reps):
-            t = time.perf_counter()
-            mm()
-            best = min(best, time.perf_counter() - t)
-        out[name] = 2 * n**3 / best / 1e9
+        mm()  # warm-up
+        out[name] = 2 * n**3 / best_seconds(mm, reps) / 1e9
     return out

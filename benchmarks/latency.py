@@ -54,6 +54,8 @@ class GemmStack:
         tokens, width = (int(v) for v in spec.split(":", 1)[1].lower().split("x"))
 
         class Stack(nn.Module):
+            input_names = ("x",)  # activations, not pixels
+
             def __init__(self):
                 super().__init__()
                 self.pairs = nn.ModuleList(nn.Sequential(nn.Linear(width, 4 * width), nn.Linear(4 * width, width))
@@ -137,8 +139,8 @@ def export_all(args, tower, inputs, calibration, work: Path, log):
         t = time.perf_counter()
         spec = ExportSpec(tower=args.tower, quant=q, calibration=calibration, options=options,
                           name=f"{args.tower}-{q}{'-plain' if options else ''}",
-                          input_names=(("x",) if tower.__class__.__name__ == "Stack" else
-                                       ("pixel_values",) if args.tower == "image" else ("input_ids",)))
+                          input_names=getattr(tower, "input_names", None)
+                          or (("pixel_values",) if args.tower == "image" else ("input_ids",)))
         try:
             art = b.export(tower, inputs[0], spec, work / bname)
         except Exception as e:  # one failing backend must not sink the comparison
