@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from edgeclip.config import load_recipe
     from edgeclip.distill.dcclip import evaluate_languages, parse_options, train_stage
     from edgeclip.models import load_model
-    from edgeclip.teacher import run_pretrain
+    from edgeclip.commands.pretrain import run_pretrain
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         st = replace(align, student=features.student, steps=steps)
         s, r = train_stage(teacher, None, st, fresh_opts, src, seed)
         record(name, s, [r])
-    from edgeclip.verify.report import write_json_atomic
+    from edgeclip._io import write_json_atomic
 
     write_json_atomic(Path(args.out), result)
     keys = ["shape", "colour", "shape-colour", "i2t_r1"]

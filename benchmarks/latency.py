@@ -292,7 +292,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default=None, help="where artifacts go (default: a temp dir)")
     args = ap.parse_args(argv)
 
-    from edgeclip.verify.report import write_json_atomic
+    from edgeclip._io import write_json_atomic
 
     info = machine(args.threads)
     peaks = gemm_peak_gflops(args.threads)

@@ -42,8 +42,8 @@ def main(argv=None) -> int:
     from edgeclip.config import load_recipe
     from edgeclip.distill.mobileclip import MobileClipOptions, make_student, train_reinforced
     from edgeclip.models import load_model
-    from edgeclip.reinforce_cmd import run_reinforce
-    from edgeclip.teacher import run_pretrain
+    from edgeclip.commands.reinforce import run_reinforce
+    from edgeclip.commands.pretrain import run_pretrain
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                                desc=name)
         result["runs"][name] = {"curve": curve, "wall_s": rec["wall_s"], "samples_per_s": rec["samples_per_s"]}
     result["claims"] = {m: _claim(result["runs"], m) for m in ("i2t_r1", "zero_shot_mean")}
-    from edgeclip.verify.report import write_json_atomic
+    from edgeclip._io import write_json_atomic
 
     write_json_atomic(Path(args.out), result)
     print(table(result).split("\n\nclaims")[0] + "\n\nclaims: " + json.dumps(result["claims"]))

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     from edgeclip.distill._data import distill_batches
     from edgeclip.distill.tinyclip import TinyClipOptions, distill
     from edgeclip.models import load_model
-    from edgeclip.teacher import run_pretrain
+    from edgeclip.commands.pretrain import run_pretrain
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         result["runs"][name] = {"curve": curve, "wall_s": time.perf_counter() - t0,
                                 "samples_per_s": rec["samples_per_s"], "params": rec["params"]["student"]}
     result["claims"] = {m: claims(result["runs"], m) for m in ("i2t_r1", "zero_shot_mean")}
-    from edgeclip.verify.report import write_json_atomic
+    from edgeclip._io import write_json_atomic
 
     write_json_atomic(Path(args.out), result)
     print(table(result))

@@ -5,7 +5,7 @@ import copy
 import re
 from pathlib import Path
 
-from edgeclip.snippets import parse_tensor_lines
+from edgeclip.bundle.snippets import parse_tensor_lines
 
 _EXT = {"coreml": ".mlpackage", "litert": ".tflite", "executorch": ".pte", "onnx": ".onnx"}
 

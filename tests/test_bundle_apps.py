@@ -17,8 +17,8 @@ import pytest
 
 from edgeclip.bundle import load_manifest, manifest_schema
 from edgeclip.cli import main
-from edgeclip.labels import DEFAULT_TEMPLATES
-from edgeclip.predict import predict
+from edgeclip.bundle.labels import DEFAULT_TEMPLATES
+from edgeclip.commands.predict import predict
 
 from _bundle_checks import as_backend, assert_snippet_matches
 from _tiny_configs import MINI_TARGET, stage_log
@@ -133,7 +133,7 @@ def test_predict_ranks_with_stored_label_embeddings_and_logit_scale(built, capsy
         np.testing.assert_allclose([x["probability"] for x in r["ranking"]], p / p.sum(), rtol=1e-6)
         assert (np.diff([x["probability"] for x in r["ranking"]]) <= 0).all()
     # the fused head artifact ranks the same way: its logits are scale x cosine with the same labels
-    from edgeclip.predict import BundleRunner
+    from edgeclip.commands.predict import BundleRunner
     br = BundleRunner(built.bundle)
     img_emb = br.encode_images(built.images[:1])
     head_logits = br._rows("zero-shot-head", _pixels(br, built.images[:1]))
@@ -177,7 +177,7 @@ def test_zip_round_trip(built, cache, capsys):
     with zipfile.ZipFile(built.zip) as zf:
         assert sorted(zf.namelist()) == sorted(["manifest.json", *m["files"]])
     before = hashlib.sha256(built.zip.read_bytes()).hexdigest()
-    from edgeclip.bundlezip import write_zip
+    from edgeclip.bundle.archive import write_zip
     write_zip(built.bundle, m)  # the same bundle gives the same bytes
     assert hashlib.sha256(built.zip.read_bytes()).hexdigest() == before
 
@@ -223,7 +223,7 @@ def test_tampered_zip_is_refused_naming_the_file(built, cache, tmp_path, capsys)
 
 
 def test_snippets_agree_with_the_real_manifest(built, tmp_path):
-    from edgeclip.snippets import write_snippets
+    from edgeclip.bundle.snippets import write_snippets
     real = load_manifest(built.bundle)
     for backend, platform, name in (("litert", "android", "LiteRT.kt"), ("executorch", "android", "ExecuTorch.kt"),
                                     ("coreml", "ios", "CoreML.swift")):

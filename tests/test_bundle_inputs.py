@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from edgeclip.bundlezip import open_bundle
+from edgeclip.bundle.archive import open_bundle
 from edgeclip.cli import main
 from edgeclip.errors import InputError
-from edgeclip.labels import DEFAULT_TEMPLATES, read_labels_file, resolve_labels
+from edgeclip.bundle.labels import DEFAULT_TEMPLATES, read_labels_file, resolve_labels
 from edgeclip.config import ExportConfig
-from edgeclip.snippets import render_snippets, write_snippets
+from edgeclip.bundle.snippets import render_snippets, write_snippets
 
 from _bundle_checks import assert_balanced, assert_snippet_matches
 from _tiny_configs import MINI_TARGET

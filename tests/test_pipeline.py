@@ -116,7 +116,7 @@ def test_target_all_plans_every_target_before_building(tmp_path, capsys):
 
 
 def test_second_build_into_same_folder_is_refused(tmp_path):
-    from edgeclip._stage_cache import BuildLock
+    from edgeclip.build.cache import BuildLock
     with BuildLock(tmp_path):
         with pytest.raises(InputError, match="another edgeclip build is writing"):
             with BuildLock(tmp_path):
@@ -124,7 +124,7 @@ def test_second_build_into_same_folder_is_refused(tmp_path):
 
 
 def test_interrupted_stage_leaves_nothing_that_looks_whole(tmp_path):
-    from edgeclip._stage_cache import StageCache
+    from edgeclip.build.cache import StageCache
     cache = StageCache(tmp_path / "c", tmp_path / "log.jsonl")
     with pytest.raises(KeyboardInterrupt):
         with cache.build("export", "abc") as tmp:

@@ -5,14 +5,14 @@ functions), so importing this package is cheap and ``available()`` says what is 
 """
 from __future__ import annotations
 
-from .base import BACKENDS, Artifact, Backend, ExportSpec, Runner, sha256_path, size_bytes
+from .base import BACKENDS, Artifact, Backend, ExportSpec, Runner, size_bytes
 from .coreml import CoreMLBackend
 from .executorch import ExecuTorchBackend
 from .litert import LiteRTBackend
 from .onnx import OnnxBackend
 
 __all__ = [
-    "BACKENDS", "Artifact", "Backend", "ExportSpec", "Runner", "sha256_path", "size_bytes",
+    "BACKENDS", "Artifact", "Backend", "ExportSpec", "Runner", "size_bytes",
     "CoreMLBackend", "ExecuTorchBackend", "LiteRTBackend", "OnnxBackend", "get_backend",
 ]
 

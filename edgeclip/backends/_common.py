@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from .._io import atomic_target
 from ..errors import ConfigError, ExportError, ToolchainMissing
 from ..quantize import QuantMethod, canonical, check_calibration, make_method
 
@@ -58,7 +56,7 @@ def export_error(backend: str, spec: "ExportSpec", stage: str, err: BaseExceptio
 
 def resolve_method(backend, spec: "ExportSpec") -> QuantMethod:
     """The validated QuantMethod for ``spec``; ConfigError when the backend lacks the mode."""
-    from ..names import TOWERS
+    from ..config.names import TOWERS
 
     if spec.tower not in TOWERS:
         raise ConfigError(f"ExportSpec.tower={spec.tower!r}; allowed: {', '.join(TOWERS)}")
@@ -116,26 +114,11 @@ def io_arrays(inputs: Sequence[Any], dtypes: Sequence[str]) -> list[np.ndarray]:
 def atomic_path(out_dir: Path, name: str, suffix: str) -> Iterator[tuple[Path, Path]]:
     """Yield ``(tmp, final)``: write to ``tmp`` inside out_dir; on success it is renamed to
     ``final`` (replacing any old one), on failure removed, so nothing half-written looks whole."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / f"{name}{suffix}"
-    tmp = out_dir / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
-    try:
+    final = Path(out_dir) / f"{name}{suffix}"
+    with atomic_target(final) as tmp:
         yield tmp, final
         if not tmp.exists():
             raise ExportError(f"exporter wrote nothing to {tmp}")
-        if final.is_dir() and not final.is_symlink():
-            trash = out_dir / f".{name}.old-{uuid.uuid4().hex[:8]}{suffix}"
-            final.rename(trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
 
 
 class Stopwatch:

@@ -6,7 +6,6 @@ functions so that importing this package stays cheap.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -15,7 +14,7 @@ import numpy as np
 
 from ..registry import Registry
 
-__all__ = ["ExportSpec", "Artifact", "Runner", "Backend", "BACKENDS", "sha256_path", "size_bytes"]
+__all__ = ["ExportSpec", "Artifact", "Runner", "Backend", "BACKENDS", "size_bytes"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class ExportSpec:
     """
 
     tower: str                       # "image" | "text" | "zero-shot-head"
-    quant: str = "fp32"              # one of edgeclip.names.QUANT_MODES
+    quant: str = "fp32"              # one of edgeclip.config.names.QUANT_MODES
     input_names: tuple[str, ...] = ("input",)
     output_names: tuple[str, ...] = ("embedding",)
     calibration: Sequence[tuple[np.ndarray, ...]] | None = None
@@ -119,17 +118,3 @@ def size_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a directory's files in sorted relative-path order."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()

@@ -34,7 +34,7 @@ Reproducible augmentation (``augment``, MobileCLIP's layout; torchvision used wh
 Reinforced datasets (``reinforced``, MobileCLIP's shard layout plus index.json):
     ReinforcedSample(key, image, caption, syn_captions, param_aug, image_emb, text_emb, meta)
     write_shard(path, samples, dtype="fp32"|"bf16") -> index entry;  read_shard(path)
-    write_index(root, index), read_index(root), shard_name(i), sha256_file(path)
+    write_index(root, index), read_index(root), shard_name(i)  (sha256: edgeclip._io.sha256_path)
     ReinforcedDataset(root, verify=False)                 map-style; .dims, .k, .syn
 
 Importing this package does not import torch.

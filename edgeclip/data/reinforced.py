@@ -22,19 +22,18 @@ so rerunning a shard reproduces its bytes exactly. Only numpy and the standard l
 from __future__ import annotations
 
 import bisect
-import hashlib
 import io
 import json
 import os
 import re
 import tarfile
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_file, sha256_path
 from ..errors import ConfigError, InputError
 from ._base import BadImage, decode_image
 from .augment import AugmentConfig
@@ -42,7 +41,7 @@ from .webdataset import split_member_name
 
 __all__ = [
     "SCHEMA", "INDEX_FILE", "DTYPES", "ReinforcedSample", "write_shard", "read_shard",
-    "shard_name", "write_index", "read_index", "sha256_file", "ReinforcedDataset",
+    "shard_name", "write_index", "read_index", "ReinforcedDataset",
 ]
 
 SCHEMA = "edgeclip.reinforced/1"
@@ -67,29 +66,6 @@ class ReinforcedSample:
 
 def shard_name(i: int) -> str:
     return f"shard-{int(i):05d}.tar"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@contextmanager
-def _atomic(path: Path):
-    """Write through a temp file renamed over ``path`` on success: readers see the old file or
-    the whole new one, never a part, and a crash leaves no half-written shard."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _one_line(e: BaseException) -> str:
@@ -177,7 +153,7 @@ def write_shard(path: str | os.PathLike, samples, dtype: str = "fp32") -> dict:
         raise ConfigError(f"unknown reinforced dtype {dtype!r}; known: {', '.join(DTYPES)}")
     path, samples = Path(path), list(samples)
     keys = set()
-    with _atomic(path) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+    with atomic_file(path, fsync=True) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
         for s in samples:
             _check_sample(s)
             if s.key in keys:
@@ -189,7 +165,7 @@ def write_shard(path: str | os.PathLike, samples, dtype: str = "fp32") -> dict:
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 tf.addfile(info, io.BytesIO(data))
-    return {"file": path.name, "samples": len(samples), "sha256": sha256_file(path)}
+    return {"file": path.name, "samples": len(samples), "sha256": sha256_path(path)}
 
 
 # --- decoding --------------------------------------------------------------------------------
@@ -278,7 +254,7 @@ def write_index(root: str | os.PathLike, index: dict) -> Path:
     if index["schema"] != SCHEMA or not isinstance(index.get("shards"), list):
         raise ConfigError(f"a reinforced index needs schema {SCHEMA!r} and a shards list")
     path = Path(root) / INDEX_FILE
-    with _atomic(path) as f:
+    with atomic_file(path, fsync=True) as f:
         f.write(json.dumps(index, indent=1, ensure_ascii=False).encode("utf-8"))
     return path
 
@@ -322,7 +298,7 @@ class ReinforcedDataset:
             if not path.is_file():
                 raise InputError(f"reinforced shard {path} is missing; rerun `edgeclip "
                                  "reinforce` (it resumes)")
-            if verify and sha256_file(path) != entry.get("sha256"):
+            if verify and sha256_path(path) != entry.get("sha256"):
                 raise InputError(f"{path}: sha256 differs from {INDEX_FILE}; the shard changed "
                                  "or is damaged; rerun `edgeclip reinforce` to rewrite it")
             groups = _scan(path)

@@ -10,6 +10,7 @@
     pretrain_clip(model, data=None, steps, batch_size, lr, weight_decay, warmup_steps, seed,
                   device) -> ClipModel               train a CLIP from scratch (default teacher)
     zero_shot_accuracy(model, kind, n, split) / evaluate_synthetic(model)
+    training_pairs(source, image_size, seed) / distill_batches(...)   a recipe's data.train as pairs / batches
 
 Importing this package imports neither torch nor any method: names load on first use.
 """
@@ -22,7 +23,7 @@ from ..registry import Registry
 __all__ = [
     "METHODS", "clip_loss", "clip_logits", "gather_features", "affinity_loss", "tinyclip_loss", "Trainer", "TrainConfig",
     "TrainResult", "StepBatches", "pretrain_clip", "train_clip", "PRETRAIN_DEFAULTS",
-    "zero_shot_accuracy", "evaluate_synthetic", "ZeroShotScore", "retrieval_r1",
+    "zero_shot_accuracy", "evaluate_synthetic", "ZeroShotScore", "retrieval_r1", "training_pairs", "distill_batches",
 ]
 
 METHODS: Registry = Registry("distillation method")
@@ -50,7 +51,7 @@ _LAZY = {
     "StepBatches": "batches",
     "pretrain_clip": "pretrain", "train_clip": "pretrain", "PRETRAIN_DEFAULTS": "pretrain",
     "zero_shot_accuracy": "evaluate", "evaluate_synthetic": "evaluate", "ZeroShotScore": "evaluate",
-    "retrieval_r1": "evaluate",
+    "retrieval_r1": "evaluate", "training_pairs": "_data", "distill_batches": "_data",
 }
 
 

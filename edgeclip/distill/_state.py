@@ -6,7 +6,6 @@ are stored as tensors and plain tuples so no unpickling of arbitrary objects is 
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import atomic_file
 from ..errors import InputError
 
 __all__ = ["STATE_FORMAT", "rng_state", "set_rng_state", "save_state", "load_state"]
@@ -45,13 +45,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_state(state: dict[str, Any], path: str | Path) -> Path:
     """Atomically write ``state`` (format tag added) to ``path``."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_file(p, fsync=True) as f:
         torch.save({"format": STATE_FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
     return p
 
 

@@ -130,7 +130,7 @@ def _fold(student, image_adapter, text_adapter):
     """A model whose projections are ``adapter @ proj``: embeddings in the teacher's space."""
     import torch
 
-    from ..models._build import assemble
+    from ..models import assemble
 
     cfg = json.loads(json.dumps(student.config))
     dim = int(image_adapter.weight.shape[0])
@@ -153,7 +153,7 @@ def _features(student, teacher, opts, batches, cfg_kwargs):
     import torch
     from torch import nn
 
-    from ..models._layers import l2_normalize
+    from ..models import l2_normalize
     from .losses import feature_loss
     from .trainer import TrainConfig, fit_stage
 

@@ -52,8 +52,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..models._text import TextTransformer
-from ..models._vit import ViT
+from ..models import TextTransformer, ViT
 from ..models.prune import prune_encoder, with_encoders
 
 __all__ = ["HardConcrete", "MaskedEncoder", "ClipMasks", "attach_masks", "attach_clip_masks", "prune",

@@ -213,7 +213,7 @@ def _complete_index(out: Path, index: dict, shards: list[int]) -> None:
     import tarfile
 
     from ..data.reinforced import shard_name, write_index
-    from ..models._checkpoint import sha256_file
+    from .._io import sha256_path
 
     for s in shards:
         path = out / shard_name(s)
@@ -222,7 +222,7 @@ def _complete_index(out: Path, index: dict, shards: list[int]) -> None:
                               "edgeclip reinforce (it resumes)")
         with tarfile.open(path) as tar:
             n = sum(1 for m in tar.getmembers() if m.name.endswith(".txt"))
-        index["shards"].append({"file": path.name, "samples": n, "sha256": sha256_file(path)})
+        index["shards"].append({"file": path.name, "samples": n, "sha256": sha256_path(path)})
     index["samples"] = sum(s["samples"] for s in index["shards"])
     index["complete"] = True
     write_index(out, index)

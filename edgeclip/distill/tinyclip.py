@@ -38,7 +38,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ._options import options_from
-from ..names import STUDENT_SHAPE_KEYS
+from ..config.names import STUDENT_SHAPE_KEYS
 
 __all__ = ["TinyClipOptions", "parse_options", "check", "describe", "make_student", "distill", "run"]
 

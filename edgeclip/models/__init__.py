@@ -17,13 +17,20 @@ Public API:
 - ``ModelFacts``, ``describe(uri) -> dict``, ``format_facts(dict) -> str``.
 - ``reparameterize(model)``, ``count_branches(model)``; ``from_openclip``, ``from_hf`` wrap
   in-memory open_clip / transformers models.
+- For methods that build or reshape towers (distill): ``assemble(config)`` (a config dict ->
+  ``ClipModel``), the encoders ``ViT`` and ``TextTransformer``, ``l2_normalize``.
 """
 from __future__ import annotations
 
+from ._build import assemble
 from ._hf import from_hf
+from ._layers import l2_normalize
 from ._openclip import from_openclip
 from ._preprocess import preprocess_images
-from .facts import ModelFacts, describe, format_facts
+from ._text import TextTransformer
+from ._vit import ViT
+from .facts import ModelFacts
+from .info import describe, format_facts
 from .reparam import count_branches, reparameterize
 from .tokenizers import HFTokenizer, OpenClipTokenizer, Tokenizer, load_tokenizer
 from .towers import ClipModel, ImageTower, InGraphPreprocess, TextTower, ZeroShotHead
@@ -35,4 +42,5 @@ __all__ = [
     "Tokenizer", "OpenClipTokenizer", "HFTokenizer", "load_tokenizer",
     "ModelFacts", "describe", "format_facts",
     "reparameterize", "count_branches", "from_openclip", "from_hf",
+    "assemble", "ViT", "TextTransformer", "l2_normalize",
 ]

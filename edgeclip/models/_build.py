@@ -48,7 +48,7 @@ def build_image_encoder(spec, init: bool = True) -> nn.Module:
     elif isinstance(spec, MCiSpec):
         enc = MCi(spec)
     elif isinstance(spec, NativeSpec):
-        from ._openclip import native_visual
+        from ._native import native_visual
 
         return native_visual(spec)
     else:

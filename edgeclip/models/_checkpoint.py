@@ -6,31 +6,21 @@ save never leaves a file that looks whole.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pickle
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, InputError
+from .._io import atomic_target, write_text_atomic
+from ..errors import InputError
 
-__all__ = ["read_state_dict", "find_config", "load_checked", "sha256_file", "save_model", "load_file"]
+__all__ = ["read_state_dict", "find_config", "load_checked", "save_model"]
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -99,12 +89,6 @@ def load_checked(module: nn.Module, sd: dict[str, torch.Tensor], where: str, pre
             want.copy_(sd[key].to(want.dtype))
 
 
-def _replace_into(tmp: Path, dst: Path) -> None:
-    if dst.is_dir():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
-
-
 def save_model(model, path: str | Path) -> Path:
     """Write ``model`` (a ``ClipModel``) as ``PATH.safetensors`` + ``PATH.json``; returns the checkpoint."""
     from safetensors.torch import save_file
@@ -118,82 +102,14 @@ def save_model(model, path: str | Path) -> Path:
     config["tokenizer"] = {"kind": model.tokenizer.kind, "context_length": model.tokenizer.context_length}
     if model.tokenizer.kind != "openclip-bpe":  # the BPE ships with open_clip; others travel along
         tok_dir = p.with_name(p.stem + ".tokenizer")
-        tmp_dir = tok_dir.with_name(tok_dir.name + ".tmp")
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        model.tokenizer.export(tmp_dir)
-        _replace_into(tmp_dir, tok_dir)
+        with atomic_target(tok_dir) as tmp_dir:
+            model.tokenizer.export(tmp_dir)
         config["tokenizer"]["path"] = tok_dir.name
     config["logit_scale"] = model.logit_scale
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = p.with_name(p.name + ".tmp")
     # one metadata entry only: safetensors writes its metadata map in hash order, which differs from
     # process to process, so two entries made identical builds differ byte-wise (the arch is in NAME.json)
-    save_file(tensors, str(tmp), metadata={"format": "edgeclip.model/1"})
-    os.replace(tmp, p)
-    cfg_path, cfg_tmp = p.with_suffix(".json"), p.with_suffix(".json.tmp")
-    cfg_tmp.write_text(json.dumps(config, indent=2))
-    os.replace(cfg_tmp, cfg_path)
+    with atomic_target(p) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "edgeclip.model/1"})
+    write_text_atomic(p.with_suffix(".json"), json.dumps(config, indent=2))
     return p
-
-
-def _is_edgeclip(sd: dict[str, torch.Tensor]) -> bool:
-    return bool(sd) and all(k.startswith(("image.", "text.")) for k in sd)
-
-
-def load_file(path_str: str):
-    """``file:PATH``: rebuild the architecture from the config beside PATH, then load the weights."""
-    from ._build import assemble, with_weights
-    from .tokenizers import load_tokenizer
-
-    try:
-        path = Path(path_str).expanduser()
-        is_file = path.is_file()
-    except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, ~user that does not exist
-        raise InputError(f"checkpoint path {path_str!r} is not usable ({e}); file: takes a .safetensors or .pt path") from e
-    if not is_file:
-        raise InputError(f"checkpoint {path} does not exist; file: takes a .safetensors or .pt path")
-    cfg_path = find_config(path)
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{cfg_path}: not valid JSON ({e}); write the model config as UTF-8 JSON, e.g. "
-                         '{"arch": "builtin:tiny-vit"}') from e
-    if not isinstance(cfg, dict):
-        raise InputError(f"{cfg_path}: the model config must be a JSON object, found {type(cfg).__name__}; "
-                         'e.g. {"arch": "builtin:tiny-vit"}')
-    arch = str(cfg.get("arch", ""))
-    sd = read_state_dict(path)
-    weights = f"file:sha256:{sha256_file(path)}"
-    uri, where = f"file:{path}", str(path)
-    if arch.startswith("builtin:"):  # partial specs are overrides of the named builtin
-        from .zoo import builtin_config
-
-        cfg = builtin_config(arch[len("builtin:"):], **{k: v for k, v in cfg.items() if k != "arch"})
-    elif "image" not in cfg:
-        if arch.startswith("openclip:") and not _is_edgeclip(sd):
-            return _load_openclip_native(arch[len("openclip:"):], sd, uri, where, weights)
-        raise ConfigError(f"{cfg_path}: arch {arch!r} needs full tower specs (write the model with save_model), "
-                          "or must be builtin:NAME, or openclip:NAME with an open_clip state dict")
-    tok = None
-    tcfg = cfg.get("tokenizer") or {}
-    if tcfg.get("path"):
-        tok = load_tokenizer(path.parent / tcfg["path"])
-    model = assemble(cfg, uri=uri, weights=weights, tokenizer=tok, init=False)
-    load_checked(model.image, {k[6:]: v for k, v in sd.items() if k.startswith("image.")}, where + " [image]")
-    load_checked(model.text, {k[5:]: v for k, v in sd.items() if k.startswith("text.")}, where + " [text]")
-    return with_weights(model, weights)
-
-
-def _load_openclip_native(name: str, sd: dict[str, torch.Tensor], uri: str, where: str, weights: str):
-    """An open_clip-format state dict (``visual.*``, ``transformer.*``) with ``{"arch": "openclip:NAME"}``."""
-    import open_clip
-
-    from ._openclip import from_openclip, _tokenizer_for
-
-    try:
-        model = open_clip.create_model(name, pretrained=None)
-    except RuntimeError as e:
-        raise ConfigError(f"{where}: open_clip has no model {name!r} ({e})") from e
-    load_checked(model, sd, where)
-    tok = _tokenizer_for(name, int(model.context_length))
-    return from_openclip(model, tokenizer=tok, uri=uri, weights=weights, name=name)

@@ -118,9 +118,9 @@ def load_hf(model_id: str):
         tokenizer = OpenClipTokenizer(ctx)  # no tokenizer files: CLIP's BPE is the one with this vocab
     local = Path(model_id)
     if (local / "model.safetensors").is_file():  # a local folder: name the exact bytes loaded
-        from ._checkpoint import sha256_file
+        from .._io import sha256_path
 
-        weights = f"file:sha256:{sha256_file(local / 'model.safetensors')}"
+        weights = f"file:sha256:{sha256_path(local / 'model.safetensors')}"
     else:
         weights = f"pretrained:hf:{model_id}"
     return from_hf(model, tokenizer, uri=f"hf:{model_id}", weights=weights,

@@ -17,12 +17,13 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from ._build import finish, make_towers
+from ._native import export_friendly
 from ._specs import NativeSpec, TextSpec, ViTSpec, spec_to_dict
 from ._text import TextTransformer
 from ._vit import ViT
 from .tokenizers import HFTokenizer, OpenClipTokenizer, Tokenizer
 
-__all__ = ["load_openclip", "from_openclip", "native_visual"]
+__all__ = ["load_openclip", "from_openclip"]
 
 
 def _act_name(mlp: nn.Module) -> str:
@@ -134,25 +135,6 @@ def _embed_dim(model) -> int:
     raise ConfigError(f"open_clip model {type(model).__name__} has no text projection to read the embedding dim from")
 
 
-def _export_friendly(module: nn.Module) -> nn.Module:
-    for m in module.modules():  # timm attention: explicit matmuls instead of fused SDPA
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
-    return module
-
-
-def native_visual(spec: NativeSpec) -> nn.Module:
-    """Rebuild an open_clip image tower kept as-is (random init; weights loaded by the caller)."""
-    import open_clip
-
-    visual = open_clip.create_model(spec.model, pretrained=None).visual
-    if spec.reparameterized:
-        from .reparam import reparameterize
-
-        reparameterize(visual)
-    return _export_friendly(visual.eval())
-
-
 def from_openclip(model, *, tokenizer: Tokenizer | None = None, uri: str = "openclip:custom",
                   weights: str = "random-init", name: str | None = None):
     """Wrap an open_clip ``CLIP`` / ``CustomTextCLIP`` into a ``ClipModel`` (weights copied)."""
@@ -173,7 +155,7 @@ def from_openclip(model, *, tokenizer: Tokenizer | None = None, uri: str = "open
         ispec, image_enc = converted
     elif name is not None:
         ispec = NativeSpec(model=name, image_size=int(size), embed_dim=embed_dim)
-        image_enc = _export_friendly(model.visual)
+        image_enc = export_friendly(model.visual)
     else:
         raise ConfigError(f"open_clip image tower {type(model.visual).__name__} is not convertible and the "
                           "model has no open_clip name to rebuild it from; pass name=")
@@ -221,9 +203,9 @@ def load_openclip(name: str, tag: str | None):
             f"as file:PATH") from e
     tokenizer = _tokenizer_for(name, int(model.context_length))
     if tag and os.path.isfile(tag):
-        from ._checkpoint import sha256_file
+        from .._io import sha256_path
 
-        weights = f"file:sha256:{sha256_file(tag)}"
+        weights = f"file:sha256:{sha256_path(tag)}"
     elif name.startswith("hf-hub:"):  # the hub repo carries its weights
         weights = f"pretrained:{name}"
     else:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..names import STUDENT_SHAPE_KEYS
+from ..config.names import STUDENT_SHAPE_KEYS
 from ._specs import TextSpec, ViTSpec
 
 __all__ = ["depth_indices", "packed_qkv_rows", "student_config", "inherit_encoder", "inherit_model",

@@ -18,26 +18,19 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .._io import write_text_atomic
 from ..errors import InputError
 
 __all__ = ["Tokenizer", "OpenClipTokenizer", "HFTokenizer", "load_tokenizer", "TOKENIZER_KINDS"]
 
 TOKENIZER_KINDS = ("openclip-bpe", "hf")
 _HF_SOT, _HF_EOT = "<|startoftext|>", "<|endoftext|>"  # names HF CLIP's vocab.json uses
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write: a reader never sees a half-written tokenizer file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Tokenizer(ABC):
@@ -125,9 +118,9 @@ class OpenClipTokenizer(Tokenizer):
             "files": {"vocab": "vocab.json", "merges": "merges.txt"},
         }
         paths = [d / "vocab.json", d / "merges.txt", d / "tokenizer.json"]
-        _write_text(paths[0], json.dumps(vocab, ensure_ascii=False))
-        _write_text(paths[1], "#version: 0.2\n" + "\n".join(self.merges()) + "\n")
-        _write_text(paths[2], json.dumps(desc, indent=2, ensure_ascii=False))
+        write_text_atomic(paths[0], json.dumps(vocab, ensure_ascii=False))
+        write_text_atomic(paths[1], "#version: 0.2\n" + "\n".join(self.merges()) + "\n")
+        write_text_atomic(paths[2], json.dumps(desc, indent=2, ensure_ascii=False))
         return paths
 
     @classmethod
@@ -217,8 +210,8 @@ class HFTokenizer(Tokenizer):
             "edgeclip": {"type": self.kind, **self.describe()},
         }
         paths = [d / "tokenizer.json", d / "tokenizer_config.json"]
-        _write_text(paths[0], self._backend.to_str(pretty=False))
-        _write_text(paths[1], json.dumps(cfg, indent=2, ensure_ascii=False))
+        write_text_atomic(paths[0], self._backend.to_str(pretty=False))
+        write_text_atomic(paths[1], json.dumps(cfg, indent=2, ensure_ascii=False))
         return paths
 
     @classmethod

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from ..names import TOWERS
+from ..config.names import TOWERS
 from ._layers import l2_normalize
 from ._preprocess import InGraphPreprocess, preprocess_images
 from .facts import ModelFacts
@@ -209,7 +209,7 @@ class ClipModel:
 
     def tower(self, name: str, labels: Sequence[str] | None = None,
               templates: str | Sequence[str] = "a photo of a {}.") -> nn.Module:
-        """The module for a tower name of ``edgeclip.names.TOWERS``."""
+        """The module for a tower name of ``edgeclip.config.names.TOWERS``."""
         if name == "image":
             return self.image
         if name == "text":

@@ -1,4 +1,4 @@
-"""One frozen, validated config class per quantization mode of ``edgeclip.names.QUANT_MODES``.
+"""One frozen, validated config class per quantization mode of ``edgeclip.config.names.QUANT_MODES``.
 
 Toolchain-free: these say *what* to do; each backend applies them with its own quantizer
 (coremltools.optimize, PT2E/torchao, ai-edge-quantizer, onnxruntime.quantization) and records

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..names import QUANT_MODES
+from ..config.names import QUANT_MODES
 
 __all__ = ["OP_TYPES", "Overrides"]
 

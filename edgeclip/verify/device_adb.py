@@ -211,14 +211,13 @@ def _timing(adb: Adb, binary: str, path: str, remote: str, a: dict, warmup: int,
     return parse_benchmark_model(out)
 
 
-def bench_on_device(bundle_dir: Path, serial: str, binary_dir: str | None = None, threads: int | None = None,
-                    out_dir: Path | None = None) -> dict:
-    """Time every shipped .pte/.tflite of the bundle on the device; write report.{json,md,png}."""
-    from ..bundle import load_manifest
+def bench_on_device(bundle_dir: Path, manifest: dict, serial: str, binary_dir: str | None = None,
+                    threads: int | None = None, out_dir: Path | None = None) -> dict:
+    """Time every shipped .pte/.tflite of the bundle (its checked ``manifest``) on the device;
+    write report.{json,md,png}."""
     from .report import Record, write_report
 
     bundle_dir = Path(bundle_dir)
-    manifest = load_manifest(bundle_dir)
     arts = [a for a in manifest["artifacts"] if a["shipped"] and Path(a["file"]).suffix in BINARIES]
     if not arts:
         have = sorted({Path(a["file"]).suffix for a in manifest["artifacts"] if a["shipped"]})

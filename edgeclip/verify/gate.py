@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._io import format_table
 from ..config import Thresholds
 from .report import Record
 
@@ -78,7 +79,4 @@ def check_regression(new: list[dict], baseline: list[dict], metric: str = "laten
 
 def format_shortfalls(shortfalls: list[Shortfall]) -> str:
     rows = [["artifact", "metric", "value", "required"]] + [s.row() for s in shortfalls]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(rows)

@@ -71,7 +71,7 @@ def _run_torch(module, batches: np.ndarray, device: str, batch_size: int = 32) -
 def compute_reference(image_tower, text_tower, encode_text: Callable[[list[str]], np.ndarray],
                       pixels_of: Callable[[np.ndarray], np.ndarray], groups, logit_scale: float,
                       model_hash: str, device: str | None = None) -> Reference:
-    """``groups`` are ``evalset.Group``; English prompts drive zero-shot metrics."""
+    """``groups`` are ``edgeclip.build.evalset.Group``; English prompts drive zero-shot metrics."""
     import torch
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pixels, image_group, labels = [], [], []

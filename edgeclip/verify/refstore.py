@@ -10,10 +10,9 @@ remake it. Nothing falls back silently to a freshly computed reference.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from .._stage_cache import stable_hash
+from .._io import copy_atomic, sha256_path, stable_hash
 from ..errors import InputError
 
 __all__ = ["REFERENCE_FILES", "resolve_device", "eval_key", "weights_sha256", "export_reference",
@@ -43,19 +42,7 @@ def eval_key(eval_sources, seed: int) -> str:
 
 
 def weights_sha256(model_dir: Path) -> str:
-    from ..backends.base import sha256_path
     return sha256_path(Path(model_dir) / "model.safetensors")
-
-
-def _sha(p: Path) -> str:
-    from ..backends.base import sha256_path
-    return sha256_path(p)
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".tmp-{dst.name}")
-    shutil.copy2(src, tmp)
-    tmp.replace(dst)
 
 
 def export_reference(stage_dir: Path, out_dir: Path) -> list[Path]:
@@ -65,7 +52,7 @@ def export_reference(stage_dir: Path, out_dir: Path) -> list[Path]:
     written = []
     for name in _EXPORTED:
         if (Path(stage_dir) / name).exists():
-            _copy_atomic(Path(stage_dir) / name, out_dir / name)
+            copy_atomic(Path(stage_dir) / name, out_dir / name)
             written.append(out_dir / name)
     return written
 
@@ -120,14 +107,14 @@ def check_stored(ref_dir: Path, recipe, model_key: str, ekey: str, weights: str,
 
 def stored_key(ref_dir: Path) -> str:
     """Cache key of a stored reference: its content, so verify stages rerun when it changes."""
-    return stable_hash("reference-stored", *(_sha(Path(ref_dir) / n) for n in REFERENCE_FILES))
+    return stable_hash("reference-stored", *(sha256_path(Path(ref_dir) / n) for n in REFERENCE_FILES))
 
 
 def copy_into_bundle(ref_dir: Path, dst: Path) -> list[str]:
     """Copy reference.npz + reference.json into the bundle's ``reference/`` folder."""
     dst.mkdir(parents=True, exist_ok=True)
     for name in REFERENCE_FILES:
-        _copy_atomic(Path(ref_dir) / name, dst / name)
+        copy_atomic(Path(ref_dir) / name, dst / name)
     return [f"{dst.name}/{n}" for n in REFERENCE_FILES]
 
 

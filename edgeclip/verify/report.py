@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["SCHEMA", "Record", "METRIC_UNITS", "machine_info", "write_report", "read_report",
-           "write_json_atomic", "records_table"]
+from .._io import atomic_target, write_json_atomic, write_text_atomic
+
+__all__ = ["SCHEMA", "Record", "METRIC_UNITS", "machine_info", "write_report", "read_report", "records_table"]
 
 SCHEMA = "edgeclip.report/1"
 METRIC_UNITS = {
@@ -65,39 +65,9 @@ def machine_info() -> dict:
             "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0)
             if torch.cuda.is_available() else None}
-    from importlib import metadata
-    for pkg in ("executorch", "coremltools", "litert-torch", "ai-edge-litert", "onnxruntime"):
-        try:
-            info[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            info[pkg] = None
+    from .. import tool_versions
+    info.update({k: v for k, v in tool_versions().items() if k not in ("edgeclip", "torch", "onnx")})
     return info
-
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def replace_with_mode(tmp: str | Path, dst: Path) -> None:
-    """os.replace, giving the new file normal permissions (mkstemp creates it 0600)."""
-    os.chmod(tmp, _umask_mode())
-    os.replace(tmp, dst)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        replace_with_mode(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_report(path: Path) -> dict:
@@ -167,11 +137,9 @@ def _plot(records: list[Record], path: Path) -> None:
     ax.set_title("accuracy vs latency per artifact (marker area ~ size)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    replace_with_mode(tmp, path)
 
 
 def write_report(out_dir: Path, records: list[Record], machine: dict | None = None,
@@ -184,9 +152,6 @@ def write_report(out_dir: Path, records: list[Record], machine: dict | None = No
         obj.update(extra)
     write_json_atomic(out_dir / "report.json", obj)
     md = _markdown(records, machine, extra_md)
-    fd, tmp = tempfile.mkstemp(suffix=".md", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write(md)
-    replace_with_mode(tmp, out_dir / "report.md")
+    write_text_atomic(out_dir / "report.md", md)
     _plot(records, out_dir / "report.png")
     return obj

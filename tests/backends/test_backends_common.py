@@ -11,7 +11,7 @@ import torch
 from edgeclip.backends import BACKENDS, ExportSpec
 from edgeclip.backends._common import as_tensors, atomic_path, canonical, export_error
 from edgeclip.errors import ConfigError, ExportError, InputError
-from edgeclip.names import BACKENDS as BACKEND_NAMES, FORMATS, QUANT_MODES
+from edgeclip.config.names import BACKENDS as BACKEND_NAMES, FORMATS, QUANT_MODES
 from edgeclip.quantize import make_method
 
 from _backends_towers import make_tower

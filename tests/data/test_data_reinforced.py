@@ -12,8 +12,9 @@ from edgeclip.data import SyntheticWorld, WebDatasetLoader, paraphrases
 from edgeclip.data.augment import AugmentConfig, sample_params
 from edgeclip.data.reinforced import (
     SCHEMA, ReinforcedDataset, ReinforcedSample, read_index, read_shard, shard_name,
-    sha256_file, write_index, write_shard,
+    write_index, write_shard,
 )
+from edgeclip._io import sha256_path
 from edgeclip.errors import InputError
 
 K, N, DIMS = 3, 2, (8, 4)
@@ -69,7 +70,7 @@ def test_fp32_round_trip_is_exact_on_a_photo(tmp_path):
                          paug, _emb(rng, K), _emb(rng, 1 + N), {"src": "skimage", "ü": [1]})
     entry = write_shard(tmp_path / "a.tar", [s] + _samples(0, 2))
     assert entry["file"] == "a.tar" and entry["samples"] == 3
-    assert entry["sha256"] == sha256_file(tmp_path / "a.tar")
+    assert entry["sha256"] == sha256_path(tmp_path / "a.tar")
     back = read_shard(tmp_path / "a.tar")
     assert [b.key for b in back] == ["astro", "000000", "000001"]
     for a, b in zip([s] + _samples(0, 2), back):

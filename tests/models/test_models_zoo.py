@@ -9,7 +9,7 @@ import torch
 
 from edgeclip.errors import ConfigError, InputError
 from edgeclip.models import MODELS, build_builtin, list_models, load_model, reparameterize, save_model
-from edgeclip.names import TEACHER_SCHEMES
+from edgeclip.config.names import TEACHER_SCHEMES
 
 
 def _same_outputs(a, b, atol=1e-6):

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from edgeclip.errors import ConfigError
-from edgeclip.names import QUANT_MODES
+from edgeclip.config.names import QUANT_MODES
 from edgeclip.quantize import (OP_TYPES, QUANT_METHODS, Int8StaticConfig, Overrides, Pal4Config,
                                QuantMethod, make_method)
 

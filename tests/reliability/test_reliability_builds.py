@@ -293,7 +293,7 @@ def test_kill_while_the_bundle_is_rewritten_leaves_no_stale_manifest(inputs, bui
                                                                      capsys):
     """A rebuild rewrites the bundle in place. Interrupted before its new manifest is written
     (Ctrl-C here: exit 130), the folder must not keep the old manifest vouching for new files."""
-    import edgeclip.bundle
+    import edgeclip.bundle.manifest
     root = tmp_path / "copy"
     shutil.copytree(build_a.parent, root)
     out = root / build_a.name
@@ -303,7 +303,7 @@ def test_kill_while_the_bundle_is_rewritten_leaves_no_stale_manifest(inputs, bui
     def interrupted_write(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edgeclip.bundle, "write_manifest", interrupted_write)
+    monkeypatch.setattr(edgeclip.bundle.manifest, "write_manifest", interrupted_write)
     with one_thread():
         rc = main(_args(inputs, out))
     assert rc == 130 and "edgeclip: interrupted" in capsys.readouterr().err

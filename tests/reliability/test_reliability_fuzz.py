@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from edgeclip.config import load_recipe, load_target
 from edgeclip.errors import EdgeclipError
-from edgeclip.plan import make_plan
+from edgeclip.build.plan import make_plan
 
 from _tiny_configs import MINI_TARGET
 

@@ -14,7 +14,7 @@ from typing import Any, Union
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["build", "choice", "load_yaml_file", "fail"]
 

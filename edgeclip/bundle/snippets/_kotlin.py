@@ -2,7 +2,7 @@
 (``org.pytorch.executorch.Module``). Shared parts: constants, preprocessing, label ranking."""
 from __future__ import annotations
 
-from . import fill, header, shape_text
+from ._text import fill, header, shape_text
 
 _COMMON = '''
 object EdgeClipBundle {

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import DataSource
-from .errors import ConfigError
+from ..config import DataSource
+from ..errors import ConfigError
 
 __all__ = ["Group", "load_eval_groups", "calibration_images"]
 
@@ -30,7 +30,7 @@ class Group:
 
 
 def _synthetic(src: DataSource, size: int, seed: int) -> Group:
-    from .data.synthetic import labelled_eval_set
+    from ..data.synthetic import labelled_eval_set
     kind = src.options.get("kind", "shape-colour")
     n = src.samples or 96
     ev = labelled_eval_set(n, kind, split=src.split, seed=seed, image_size=size)
@@ -44,7 +44,7 @@ def _synthetic(src: DataSource, size: int, seed: int) -> Group:
 
 
 def _real(src: DataSource, size: int) -> Group:
-    from .data.real import digits_eval_set, photos_eval_set
+    from ..data.real import digits_eval_set, photos_eval_set
     if src.source == "digits":
         per_class = max(1, (src.samples or 60) // 10)
         ev = digits_eval_set(size, per_class=per_class)
@@ -60,7 +60,7 @@ def _real(src: DataSource, size: int) -> Group:
 
 
 def _user(src: DataSource, size: int) -> Group:
-    from .data import open_dataset, resize_crop
+    from ..data import open_dataset, resize_crop
     try:
         ds = open_dataset(src.path, on_bad_image=src.on_bad_image, **src.options)
     except TypeError as e:  # make_plan checks option names; a hand-made DataSource lands here
@@ -97,7 +97,7 @@ def load_eval_groups(sources: tuple[DataSource, ...], image_size: int, seed: int
 
 def calibration_images(n: int, image_size: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Calibration data disjoint from evaluation: embedded-world *train* scenes and captions."""
-    from .data.synthetic import SyntheticWorld
+    from ..data.synthetic import SyntheticWorld
     world = SyntheticWorld(seed=seed + 7919, image_size=image_size, split="train", length=n)
     images, caps = [], []
     for i in range(n):

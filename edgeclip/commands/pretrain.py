@@ -12,11 +12,14 @@ import json
 import time
 from pathlib import Path
 
-from ._stage_cache import BuildLock, StageCache
-from .errors import InputError
-from .verify.report import write_json_atomic
+from .. import tool_versions
+from .._io import write_json_atomic
+from ..build.cache import BuildLock, StageCache
+from ..build.context import default_root
+from ..build.stages.teacher import make_teacher, teacher_key
+from ..errors import InputError
 
-__all__ = ["run_pretrain", "score_teacher", "format_scores"]
+__all__ = ["run_pretrain", "score_teacher", "format_scores", "main"]
 
 LANGS = ("en", "zh")
 
@@ -25,8 +28,8 @@ def score_teacher(model_path: Path, n: int = 200, seed: int = 0) -> dict:
     """{lang: {kind: {accuracy, chance, n, classes}}} on the world's held-out split."""
     import torch
 
-    from .distill.evaluate import evaluate_synthetic, retrieval_r1
-    from .models import load_model
+    from ..distill.evaluate import evaluate_synthetic, retrieval_r1
+    from ..models import load_model
 
     model = load_model(f"file:{model_path}").eval()
     out: dict = {}
@@ -51,17 +54,14 @@ def format_scores(scores: dict) -> str:
 
 def run_pretrain(recipe, out_root: Path | None = None, force: bool = False) -> dict:
     """Pretrain (or find cached) the recipe's teacher; return its path, scores and timing."""
-    from .pipeline import _tool_versions
-    from .stages import make_teacher, teacher_key
-
     if recipe.pretrain is None:
         raise InputError(f"recipe {recipe.name!r} has no 'pretrain' section: its teacher "
                          f"{recipe.teacher} is used as is; add pretrain: {{steps: ...}} to train one")
-    root = Path(out_root) if out_root else Path("build") / recipe.name
+    root = Path(out_root) if out_root else default_root(recipe.name)
     cache = StageCache(root / ".cache", root / "pretrain-log.jsonl")
     if force:
         cache.forced = {"teacher"}
-    key = teacher_key(recipe, _tool_versions()["torch"])
+    key = teacher_key(recipe, tool_versions()["torch"])
     t0 = time.perf_counter()
     with BuildLock(root):
         folder = cache.cached("teacher", key)
@@ -76,3 +76,14 @@ def run_pretrain(recipe, out_root: Path | None = None, force: bool = False) -> d
             write_json_atomic(scores_path, score_teacher(folder / "model.safetensors", seed=recipe.seed))
     return {"model": folder / "model.safetensors", "cached": cached, "seconds": time.perf_counter() - t0,
             "scores": json.loads(scores_path.read_text())}
+
+
+def main(args) -> int:
+    """``edgeclip pretrain [--recipe R] [--out DIR] [--force]``."""
+    from ..config import default_recipe, load_recipe
+    recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
+    res = run_pretrain(recipe, Path(args.out) if args.out else None, force=args.force)
+    how = "found cached" if res["cached"] else f"trained in {res['seconds']:.0f} s"
+    print(f"teacher {recipe.teacher} ({recipe.name}): {how}\n  {res['model']}\n")
+    print(format_scores(res["scores"]))
+    return 0

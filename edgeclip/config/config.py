@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ._schema import build, choice, load_yaml_file
-from .errors import ConfigError
-from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TEACHER_SCHEMES, TOWERS
+from ..errors import ConfigError
+from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TOWERS, parse_model_uri
 
 __all__ = [
     "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Target", "DataSource",
@@ -26,7 +26,7 @@ __all__ = [
 
 CONFIG_VERSION = 1
 DEFAULT_RECIPE = "embedded-default"
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: its recipes/ and targets/
 
 # "fp16" | [fp32, int8-static] | {image: int8-static, text: [fp32, int8-dynamic]}
 QuantForm = str | tuple[str, ...] | dict[str, str | tuple[str, ...]]
@@ -202,7 +202,7 @@ class QuantizationConfig:
 class ExportConfig:
     """``labels`` / ``labels_file`` (one label per line, UTF-8): the bundle's label set
     (``edgeclip build --labels FILE`` overrides both); ``templates``: the prompts whose text
-    embeddings are averaged per label (default ``edgeclip.labels.DEFAULT_TEMPLATES``)."""
+    embeddings are averaged per label (default ``edgeclip.bundle.labels.DEFAULT_TEMPLATES``)."""
 
     towers: tuple[str, ...] | None = choice(*TOWERS, default=None)
     labels: tuple[str, ...] = ()
@@ -230,18 +230,6 @@ class Recipe:
         if (self.distill or self.pretrain) and self.data.train is None:
             raise ConfigError("data.train: pretraining and distillation need training data; add "
                               "data.train (e.g. {source: synthetic, samples: 2000})")
-
-
-def parse_model_uri(uri: str) -> tuple[str, str]:
-    """``'openclip:ViT-B-32/laion2b_s34b_b79k'`` -> ``('openclip', 'ViT-B-32/laion2b_s34b_b79k')``."""
-    scheme, sep, rest = uri.partition(":")
-    if not sep or scheme not in TEACHER_SCHEMES or not rest:
-        raise ConfigError(
-            f"model URI {uri!r} must be SCHEME:NAME with SCHEME one of {', '.join(TEACHER_SCHEMES)} "
-            "(e.g. openclip:ViT-B-32/laion2b_s34b_b79k, hf:wkcn/TinyCLIP-ViT-8M-16-Text-3M-YFCC15M, "
-            "file:student.safetensors, builtin:teacher-vit)"
-        )
-    return scheme, rest
 
 
 # ---------------------------------------------------------------- loading by name or path

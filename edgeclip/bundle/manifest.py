@@ -1,8 +1,10 @@
 """App-ready bundles: manifest.json (validated by a JSON Schema), sha256 of every file.
 
 A bundle folder holds the shipped artifacts, tokenizer files and test vectors, the label set,
-the reports and ``manifest.json``. ``load_manifest`` checks the schema and every file's sha256,
-so a tampered or truncated file is refused before an app or ``edgeclip predict`` uses it.
+the reports and ``manifest.json``. This module writes the manifest *and* reads it: each artifact's
+entry is built by ``artifact_entry`` beside its reader ``artifact_from_entry``. ``load_manifest``
+checks the schema and every file's sha256, so a tampered or truncated file is refused before an
+app or ``edgeclip predict`` uses it.
 """
 from __future__ import annotations
 
@@ -11,18 +13,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .backends.base import sha256_path
-from .errors import InputError
-from .verify.report import write_json_atomic
+from .._io import sha256_path, write_json_atomic
+from ..errors import InputError
 
 __all__ = ["MANIFEST_SCHEMA", "manifest_schema", "file_hashes", "write_manifest", "load_manifest",
-           "validate_manifest", "artifact_from_entry", "open_bundle", "remove_stale"]
+           "validate_manifest", "artifact_entry", "artifact_from_entry", "remove_stale"]
 
 MANIFEST_SCHEMA = "edgeclip.manifest/1"
 
 
 def manifest_schema() -> dict:
-    text = resources.files("edgeclip").joinpath("schemas/manifest.schema.json").read_text()
+    text = resources.files("edgeclip.bundle").joinpath("manifest.schema.json").read_text()
     return json.loads(text)
 
 
@@ -61,12 +62,6 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> dict:
     return manifest
 
 
-def open_bundle(path: Path) -> Path:
-    """A bundle folder as it is; a bundle ``.zip`` extracted safely and checked (see bundlezip)."""
-    from .bundlezip import open_bundle as _open
-    return _open(path)
-
-
 def load_manifest(bundle_dir: Path, check_files: bool = True, where: str | None = None) -> dict:
     """The validated manifest; ``check_files``: every listed file must exist and match its sha256.
     ``where`` names the bundle in errors (the .zip a folder was extracted from)."""
@@ -94,9 +89,27 @@ def load_manifest(bundle_dir: Path, check_files: bool = True, where: str | None 
     return manifest
 
 
+def _tensors(art: dict, kind: str) -> list[dict]:
+    return [{"name": n, "shape": list(s), "dtype": d} for n, s, d in
+            zip(art[f"{kind}_names"], art[f"{kind}_shapes"], art[f"{kind}_dtypes"])]
+
+
+def artifact_entry(art: dict, *, file: str, shipped: bool, why_not_shipped: str | None, runtime: str | None,
+                   metrics: dict, thresholds: dict) -> dict:
+    """The manifest's ``artifacts[]`` entry of one exported artifact (``Artifact.to_dict()``):
+    file, tensors, size, delegation, the metrics it was verified with and its thresholds."""
+    return {"file": file, "backend": art["backend"], "format": Path(art["path"]).suffix, "tower": art["tower"],
+            "quant": art["quant"], "inputs": _tensors(art, "input"), "outputs": _tensors(art, "output"),
+            "size_bytes": art["size_bytes"], "shipped": shipped, "why_not_shipped": why_not_shipped,
+            "runtime": runtime, "metrics": metrics, "delegated_fraction": art.get("delegated_fraction"),
+            "compute_delegated_fraction": art.get("extra", {}).get("compute_delegated_fraction"),
+            "not_delegated": art.get("not_delegated", []), "notes": art.get("notes", []),
+            "thresholds": thresholds}
+
+
 def artifact_from_entry(bundle_dir: Path, a: dict):
     """The ``Artifact`` a manifest entry describes, its path inside ``bundle_dir``."""
-    from .backends.base import Artifact
+    from ..backends.base import Artifact
     return Artifact(path=Path(bundle_dir) / a["file"], backend=a["backend"], tower=a["tower"],
                     quant=a["quant"], input_names=[t["name"] for t in a["inputs"]],
                     output_names=[t["name"] for t in a["outputs"]],

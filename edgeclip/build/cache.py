@@ -9,32 +9,18 @@ tests and users can see what a build did.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-from .errors import InputError
+from .._io import pid_alive
+from ..errors import InputError
 
-__all__ = ["StageCache", "stable_hash", "BuildLock"]
-
-
-def stable_hash(*parts: Any) -> str:
-    """Hash of JSON-serialisable parts (dataclasses via their dict), 16 hex digits."""
-    def default(o):
-        if hasattr(o, "__dataclass_fields__"):
-            return {k: getattr(o, k) for k in o.__dataclass_fields__}
-        if isinstance(o, Path):
-            return str(o)
-        if isinstance(o, (set, frozenset)):
-            return sorted(o)
-        raise TypeError(f"cannot hash {type(o).__name__}")
-    blob = json.dumps(parts, sort_keys=True, default=default, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+__all__ = ["StageCache", "BuildLock"]
 
 
 class StageCache:
@@ -88,23 +74,13 @@ class StageCache:
         is gone); a live process's folder (another target's build sharing the cache) is kept."""
         for old in self.root.glob(glob.escape(f".tmp-{stage}-{key}-") + "*"):
             pid = old.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
 
     def log(self) -> list[dict]:
         if not self.log_path.exists():
             return []
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class BuildLock:

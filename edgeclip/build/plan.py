@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Recipe, Target
-from .errors import ConfigError, InputError, ToolchainMissing
-from .labels import LabelSet, resolve_labels
+from ..bundle.labels import LabelSet, resolve_labels
+from ..config import Recipe, Target
+from ..errors import ConfigError, InputError, ToolchainMissing
+from .context import default_root
 
 __all__ = ["Plan", "PlannedArtifact", "make_plan"]
 
@@ -42,7 +43,7 @@ class Plan:
                      f"({pt.steps} steps, batch {pt.batch_size})")
         if self.recipe.distill:
             for i, st in enumerate(self.recipe.distill, 1):
-                from .distill import METHODS
+                from ..distill import METHODS
                 what = METHODS.get(st.method).describe(st)
                 name = f" {st.name}" if st.name else ""
                 s.append(f"distill {i}/{len(self.recipe.distill)}       {st.method}{name}: {what} "
@@ -80,9 +81,9 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
               check_toolchains: bool = True, labels_file: str | Path | None = None,
               labels: LabelSet | None = None) -> Plan:
     """``labels_file`` (``--labels``) or an already resolved ``labels`` override the recipe's."""
-    from .backends import BACKENDS  # registry only; toolchains stay unimported
+    from ..backends import BACKENDS  # registry only; toolchains stay unimported
 
-    out_dir = Path(out_dir) if out_dir else Path("build") / recipe.name / target.name
+    out_dir = Path(out_dir) if out_dir else default_root(recipe.name) / target.name
     towers = recipe.export.towers or target.towers
     labels = labels or resolve_labels(recipe.export, labels_file)
     if "zero-shot-head" in towers and labels is None:
@@ -92,7 +93,7 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
     plan = Plan(recipe=recipe, target=target, out_dir=out_dir, towers=towers, labels=labels)
     if not recipe.distill:
         plan.notes.append("no distillation stage: the teacher is compiled as it is")
-    from .distill import METHODS
+    from ..distill import METHODS
     for i, st in enumerate(recipe.distill, 1):
         try:
             METHODS.get(st.method).check(st, recipe)
@@ -134,7 +135,7 @@ def _check_data_options(recipe: Recipe) -> None:
     import inspect
     import os
 
-    from .data import CsvLoader, FolderLoader, WebDatasetLoader
+    from ..data import CsvLoader, FolderLoader, WebDatasetLoader
     sources = [(f"data.eval[{i}]", s) for i, s in enumerate(recipe.data.eval)]
     sources += [("data.train", recipe.data.train)] if recipe.data.train else []
     for where, s in sources:
@@ -160,7 +161,7 @@ def _exists(path: str) -> bool:
 
 def _check_model_files(recipe: Recipe) -> None:
     """A ``file:`` teacher or student that is not there fails now, not after minutes of work."""
-    from .config import parse_model_uri
+    from ..config import parse_model_uri
     uris = [("teacher", recipe.teacher)]
     uris += [(f"distill stage {i} student", st.student) for i, st in enumerate(recipe.distill, 1) if st.student]
     for what, uri in uris:

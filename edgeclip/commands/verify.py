@@ -12,9 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from .._io import format_table
+from ..errors import InputError
 
-__all__ = ["ArtifactCheck", "verify_bundle", "format_checks", "failure_line"]
+__all__ = ["ArtifactCheck", "verify_bundle", "format_checks", "failure_line", "main"]
 
 _ORDER = ("cosine_mean", "cosine_min", "psnr_db", "top1_agreement", "r1_agreement", "r5_agreement",
           "zero_shot_top1", "reference_zero_shot_top1")
@@ -37,18 +38,18 @@ class ArtifactCheck:
 
 
 def _thresholds(d: dict):
-    from .config import Thresholds
+    from ..config import Thresholds
     known = {f.name for f in dataclasses.fields(Thresholds)}
     return Thresholds(**{k: v for k, v in d.items() if k in known})
 
 
 def verify_bundle(bundle_dir: Path, threads: int | None = None) -> list[ArtifactCheck]:
     """``bundle_dir``: a bundle folder or its ``.zip`` (extracted safely, every sha256 checked)."""
-    from .bundle import artifact_from_entry, load_manifest, open_bundle
-    from .verify.gate import check_accuracy
-    from .verify.reference import Reference
-    from .verify.report import METRIC_UNITS, Record
-    from .verify.run import check_artifact
+    from ..bundle import artifact_from_entry, load_manifest, open_bundle
+    from ..verify.gate import check_accuracy
+    from ..verify.reference import Reference
+    from ..verify.report import METRIC_UNITS, Record
+    from ..verify.run import check_artifact
 
     bundle_dir = open_bundle(Path(bundle_dir))
     manifest = load_manifest(bundle_dir)  # schema + every file's sha256
@@ -72,7 +73,7 @@ def verify_bundle(bundle_dir: Path, threads: int | None = None) -> list[Artifact
                              "edgeclip); rebuild the bundle")
         head = None
         if a["tower"] == "zero-shot-head":  # checked against the bundle's own label matrix
-            from .labels import load_bundle_labels
+            from ..bundle.labels import load_bundle_labels
             head = (load_bundle_labels(bundle_dir, manifest)[2], manifest["model"]["logit_scale"])
         res = check_artifact(artifact_from_entry(bundle_dir, a), ref, threads, head=head)
         chk = ArtifactCheck(entry=a, runner=res["runner"], emulated=res["emulated"], metrics=res["metrics"],
@@ -110,10 +111,7 @@ def format_checks(checks: list[ArtifactCheck]) -> str:
             built = c.entry.get("metrics", {}).get(m)
             rows.append([m, _fmt(c.metrics.get(m)), "-" if built is None else f"{built:.4f}",
                          "-" if limit is None else f">= {limit:g}", result])
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  " + "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, "  " + "  ".join("-" * w for w in widths))
-        blocks.append("\n".join([head, *lines]))
+        blocks.append("\n".join([head, format_table(rows, indent="  ")]))
     return "\n\n".join(blocks)
 
 
@@ -121,3 +119,18 @@ def failure_line(checks: list[ArtifactCheck]) -> str:
     short = [s for c in checks for s in c.shortfalls]
     parts = [f"{s.artifact} {s.metric} {_fmt(s.value)} (needs {s.op} {s.limit:g})" for s in short]
     return f"{len(short)} metric(s) fell short: " + "; ".join(parts)
+
+
+def main(args) -> int:
+    """``edgeclip verify BUNDLE [--threads N]``: exit 1 naming each shortfall."""
+    from ..errors import ToolchainMissing, VerificationFailed
+    checks = verify_bundle(Path(args.bundle), threads=args.threads)
+    print(format_checks(checks))
+    if any(c.shortfalls for c in checks):
+        raise VerificationFailed(failure_line(checks))
+    not_run = [c for c in checks if c.runner is None]
+    if not_run:
+        raise ToolchainMissing(f"{len(checks) - len(not_run)} artifact(s) pass; could not run "
+                               + "; ".join(f"{c.name} ({c.why})" for c in not_run))
+    print(f"\nall {len(checks)} shipped artifact(s) pass their thresholds against the bundle's reference")
+    return 0

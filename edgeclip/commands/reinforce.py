@@ -13,9 +13,11 @@ import os
 import time
 from pathlib import Path
 
-from .errors import InputError
+from .. import tool_versions
+from ..build.context import default_root
+from ..errors import InputError
 
-__all__ = ["run_reinforce"]
+__all__ = ["run_reinforce", "main"]
 
 
 def _stage(recipe, index: int | None):
@@ -33,38 +35,50 @@ def _stage(recipe, index: int | None):
 
 
 def _teacher(recipe):
-    from .models import load_model
+    from ..models import load_model
 
     if not recipe.pretrain:
         return load_model(recipe.teacher).eval()
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        from ._stage_cache import StageCache
-        from .pipeline import _tool_versions
-        from .stages import teacher_key
+        from ..build.cache import StageCache
+        from ..build.stages.teacher import teacher_key
 
-        root = Path("build") / recipe.name
+        root = default_root(recipe.name)
         hit = StageCache(root / ".cache", root / "pretrain-log.jsonl").cached(
-            "teacher", teacher_key(recipe, _tool_versions()["torch"]))
+            "teacher", teacher_key(recipe, tool_versions()["torch"]))
         if hit is None:
             raise InputError(f"under torchrun the teacher must exist already: run 'edgeclip pretrain "
                              f"--recipe {recipe.source or recipe.name}' once, then reinforce")
         return load_model(f"file:{hit / 'model.safetensors'}").eval()
-    from .teacher import run_pretrain
+    from .pretrain import run_pretrain
 
     return load_model(f"file:{run_pretrain(recipe)['model']}").eval()
 
 
 def run_reinforce(recipe, out: Path | None = None, stage_index: int | None = None) -> dict:
-    from .distill.mobileclip import ensure_reinforced, parse_options
+    from ..distill.mobileclip import ensure_reinforced, parse_options
 
     stage = _stage(recipe, stage_index)
     opts = parse_options(stage.options)
     if recipe.data.train is None:
         raise InputError(f"recipe {recipe.name!r} has no data.train to reinforce")
-    out = Path(out) if out else Path("build") / recipe.name / "reinforced"
+    out = Path(out) if out else default_root(recipe.name) / "reinforced"
     t0 = time.perf_counter()
     opts = type(opts)(**{**opts.__dict__, "reinforced": None})  # always write here, never reuse
     ensure_reinforced(recipe, opts, _teacher(recipe), recipe.teacher, out)
-    from .data.reinforced import read_index
+    from ..data.reinforced import read_index
 
     return {"out": out, "index": read_index(out), "seconds": time.perf_counter() - t0}
+
+
+def main(args) -> int:
+    """``edgeclip reinforce [--recipe R] [--out DIR] [--stage N]``."""
+    from ..config import default_recipe, load_recipe
+    recipe = load_recipe(args.recipe) if args.recipe else default_recipe()
+    res = run_reinforce(recipe, Path(args.out) if args.out else None, args.stage)
+    ix = res["index"]
+    teachers = ", ".join(f"{t['uri']} ({t['dim']})" for t in ix["teachers"])
+    print(f"reinforced {ix['samples']} samples in {len(ix['shards'])} shards ({res['seconds']:.0f} s): "
+          f"{ix['k']} augmentations, {ix['syn']} synthetic captions, {ix['dtype']}; teachers {teachers}\n"
+          f"  {res['out']}\n  train from it with options.reinforced: {res['out']}")
+    return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import fill, header, shape_text
+from ._text import fill, header, shape_text
 
 _SWIFT = '''
 // Add each .mlpackage under artifacts/ to the Xcode target: Xcode compiles it into <name>.mlmodelc inside

@@ -23,8 +23,9 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from .backends.base import sha256_path
-from .errors import InputError
+from .._io import atomic_target, sha256_path
+from ..errors import InputError
+from .manifest import load_manifest
 
 __all__ = ["zip_path", "write_zip", "open_bundle", "extract_bundle", "cache_root"]
 
@@ -42,20 +43,15 @@ def write_zip(bundle_dir: Path, manifest: dict) -> Path:
     """Archive ``manifest.json`` + every file of ``manifest["files"]``; atomic, deterministic."""
     bundle_dir = Path(bundle_dir)
     out = zip_path(bundle_dir)
-    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-            for rel in ["manifest.json", *sorted(manifest["files"])]:
-                src = bundle_dir / rel
-                info = zipfile.ZipInfo(Path(rel).as_posix(), ZIP_TIME)
-                info.external_attr = (stat.S_IFREG | 0o644) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                big = src.stat().st_size >= zipfile.ZIP64_LIMIT
-                with open(src, "rb") as f, zf.open(info, "w", force_zip64=big) as dst:
-                    shutil.copyfileobj(f, dst, 1 << 20)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_target(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for rel in ["manifest.json", *sorted(manifest["files"])]:
+            src = bundle_dir / rel
+            info = zipfile.ZipInfo(Path(rel).as_posix(), ZIP_TIME)
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            big = src.stat().st_size >= zipfile.ZIP64_LIMIT
+            with open(src, "rb") as f, zf.open(info, "w", force_zip64=big) as dst:
+                shutil.copyfileobj(f, dst, 1 << 20)
     return out
 
 
@@ -92,7 +88,6 @@ def _refuse(zpath: Path, entry: str, why: str) -> InputError:
 def extract_bundle(zpath: Path, dest: Path) -> dict:
     """Extract ``zpath`` into the new folder ``dest`` after checking every entry, then check the
     manifest and every file's sha256; returns the manifest. ``dest`` must not exist."""
-    from .bundle import load_manifest
     zpath, dest = Path(zpath), Path(dest)
     dest.mkdir(parents=True)
     root = dest.resolve()

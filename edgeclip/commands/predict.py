@@ -1,4 +1,4 @@
-"""Run a bundle on the host: ``edgeclip predict`` and ``edgeclip inspect``.
+"""``edgeclip predict``: run a bundle on the host.
 
 Only the bundle is used — manifest, tokenizer files, artifacts, label set — exactly as an app
 would use it, so a prediction here checks the bundle itself, not the model it came from. A
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import load_manifest, open_bundle
-from .errors import InputError
+from ..bundle import load_manifest, open_bundle
+from ..errors import InputError
 
-__all__ = ["BundleRunner", "predict", "inspect_text", "parse_labels_arg"]
+__all__ = ["BundleRunner", "predict", "parse_labels_arg", "main"]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -42,8 +42,8 @@ class BundleRunner:
     def runner(self, tower: str):
         if tower in self.runners:
             return self.runners[tower][1]
-        from .bundle import artifact_from_entry
-        from .verify.run import open_runner
+        from ..bundle import artifact_from_entry
+        from ..verify.run import open_runner
         cands = [a for a in self.shipped if a["tower"] == tower]
         if not cands:
             raise InputError(f"{self.source}: no shipped {tower} artifact"
@@ -60,7 +60,7 @@ class BundleRunner:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from .models.tokenizers import load_tokenizer
+            from ..models import load_tokenizer
             self._tokenizer = load_tokenizer(self.dir / "tokenizer")
         return self._tokenizer
 
@@ -70,8 +70,8 @@ class BundleRunner:
                                for i in range(len(batch))])
 
     def encode_images(self, paths: list[str]) -> np.ndarray:
-        from .data import decode_image
-        from .models._preprocess import preprocess_images
+        from ..data import decode_image
+        from ..models import preprocess_images
         p = self.manifest["preprocessing"]
         imgs = []
         for path in paths:
@@ -86,7 +86,7 @@ class BundleRunner:
 
     def embed_labels(self, labels: list[str]) -> tuple[np.ndarray, list[str]]:
         """Labels through the bundle's prompt templates, averaged per label, normalized."""
-        from .labels import DEFAULT_TEMPLATES
+        from ..bundle.labels import DEFAULT_TEMPLATES
         templates = list((self.manifest.get("labels") or {}).get("templates") or DEFAULT_TEMPLATES)
         emb = _unit(self.encode_texts([t.format(lbl) for lbl in labels for t in templates]))
         return _unit(emb.reshape(len(labels), len(templates), -1).mean(1)), templates
@@ -94,7 +94,7 @@ class BundleRunner:
 
 def parse_labels_arg(value: str) -> list[str]:
     """``--labels``: a labels file (one per line, UTF-8) when such a file exists, else comma-separated."""
-    from .labels import check_labels, read_labels_file
+    from ..bundle.labels import check_labels, read_labels_file
     if Path(value).is_file():
         return list(read_labels_file(value))
     return list(check_labels([x for x in value.split(",") if x.strip()], "--labels"))
@@ -120,7 +120,7 @@ def predict(bundle_dir: Path, images: list[str], texts: list[str] | None = None,
         cand = np.concatenate(parts).astype(np.float64)
         info["candidates_from"] = "arguments"
     else:
-        from .labels import load_bundle_labels
+        from ..bundle.labels import load_bundle_labels
         names, templates, emb = load_bundle_labels(br.dir, br.manifest)
         cand = _unit(emb.astype(np.float64))
         info.update(candidates_from="bundle labels", templates=templates)
@@ -139,28 +139,18 @@ def predict(bundle_dir: Path, images: list[str], texts: list[str] | None = None,
             "text_artifact": text_art, "logit_scale": scale, **info, "results": out}
 
 
-def inspect_text(bundle_dir: Path) -> str:
-    m = load_manifest(open_bundle(Path(bundle_dir)), where=str(bundle_dir))
-    p, t = m["preprocessing"], m["tokenizer"]
-    lines = [f"bundle      {bundle_dir}", f"model       {m['model']['uri']} (recipe {m['model']['recipe']}, "
-             f"embed {m['model']['embed_dim']}, logit scale {m['model']['logit_scale']:.4g})",
-             f"target      {m['target']['name']} ({m['target']['platform']})",
-             f"image input {p['input_layout']} {p['input_dtype']} {p['image_size']}x{p['image_size']}, "
-             f"mean {p['mean']}, std {p['std']}, resize {p['resize_mode']}",
-             f"tokenizer   {t['type']}, context {t['context_length']}, files {', '.join(t['files'])}"]
-    lab = m.get("labels")
-    if lab:
-        shown = ", ".join(lab["names"][:8]) + (f", ... ({lab['count']} in all)" if lab["count"] > 8 else "")
-        lines.append(f"labels      {shown}; {len(lab['templates'])} template(s); {lab['embeddings_file']}")
-    else:
-        lines.append("labels      none (edgeclip build ... --labels labels.txt adds a label set)")
-    if m.get("snippets"):
-        lines.append(f"snippets    {', '.join(s['file'] for s in m['snippets'])}")
-    lines += ["", f"{'artifact':<44} {'tower':<14} {'quant':<13} {'MB':>7} {'p50 ms':>8} {'cosine':>8}  shipped"]
-    for a in m["artifacts"]:
-        met = a.get("metrics", {})
-        p50 = f"{met['latency_p50_ms']:.2f}" if met.get("latency_p50_ms") is not None else "-"
-        cos = f"{met['cosine_mean']:.5f}" if met.get("cosine_mean") is not None else "-"
-        lines.append(f"{a['file']:<44} {a['tower']:<14} {a['quant']:<13} {a['size_bytes'] / 1e6:>7.2f} "
-                     f"{p50:>8} {cos:>8}  {'yes' if a['shipped'] else 'no: ' + str(a.get('why_not_shipped'))}")
-    return "\n".join(lines)
+def main(args) -> int:
+    """``edgeclip predict BUNDLE --image ... [--labels L | --text T ...] [--json]``."""
+    import json
+    labels = parse_labels_arg(args.labels) if args.labels else []
+    out = predict(Path(args.bundle), args.image, texts=args.text, labels=labels, backend=args.backend)
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    text = out["text_artifact"] or f"none ({out['candidates_from']}: stored label embeddings)"
+    print(f"image artifact {out['image_artifact']}, text artifact {text}, logit scale {out['logit_scale']:.4g}")
+    for r in out["results"]:
+        print(f"\n{r['image']}")
+        for i, row in enumerate(r["ranking"][:args.top], 1):
+            print(f"  {i:>2}. {row['probability']:6.1%}  {row['text']}")
+    return 0

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .._io import atomic_file, write_text_atomic
+from ..errors import InputError
 
 __all__ = ["DEFAULT_TEMPLATES", "LabelSet", "read_labels_file", "check_labels", "check_templates",
            "resolve_labels", "embed_labels", "write_labels", "bundle_labels", "load_bundle_labels", "write_head",
@@ -115,13 +116,6 @@ def embed_labels(model, ls: LabelSet) -> np.ndarray:
     return np.ascontiguousarray(model.label_embeddings(ls.labels, ls.templates).cpu().numpy().astype(np.float32))
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def write_labels(bundle_dir: Path, ls: LabelSet, emb: np.ndarray) -> dict:
     """Write ``labels/`` into the bundle; returns the manifest's ``labels`` block."""
     folder = Path(bundle_dir) / "labels"
@@ -131,9 +125,9 @@ def write_labels(bundle_dir: Path, ls: LabelSet, emb: np.ndarray) -> dict:
            "embeddings": {"file": Path(LABELS_NPY).name, "dtype": "float32", "shape": list(emb.shape),
                           "normalized": True, "how": "per label: mean over templates of the fp32 text "
                           "tower's L2-normalized embeddings, L2-normalized again"}}
-    _atomic(folder / Path(LABELS_JSON).name,
-            lambda f: f.write(json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8")))
-    _atomic(folder / Path(LABELS_NPY).name, lambda f: np.save(f, emb, allow_pickle=False))
+    write_text_atomic(folder / Path(LABELS_JSON).name, json.dumps(doc, ensure_ascii=False, indent=1))
+    with atomic_file(folder / Path(LABELS_NPY).name) as f:
+        np.save(f, emb, allow_pickle=False)
     return {"names": list(ls.labels), "count": len(ls.labels), "templates": list(ls.templates),
             "file": LABELS_JSON, "embeddings_file": LABELS_NPY, "embed_dim": int(emb.shape[1]),
             "dtype": "float32", "source": ls.source}

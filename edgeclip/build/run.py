@@ -1,0 +1,99 @@
+"""``edgeclip build``: stage order, caching and resume, from recipe to verified bundle.
+
+Stages: load teacher -> distill (0..n) -> reference -> per artifact: quantize+export -> verify
+-> bench -> select -> bundle. Each stage's output folder is keyed by a hash of its inputs
+(recipe section, upstream keys, tool versions) and written atomically by ``StageCache``, so a
+rerun skips finished stages and an edited quantization section reruns only what it changes.
+Teacher, distill and reference stages live in ``<out>/../.cache`` so the targets of one recipe
+share them (``--target all``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .._io import format_table
+from ..errors import VerificationFailed
+from . import stages
+from .cache import BuildLock
+from .context import ArtifactResult, BuildContext, check_force, default_root
+from .plan import Plan
+
+__all__ = ["run_build", "run_reference", "summary_table"]
+
+
+def run_build(plan: Plan, force: str | None = None, reference: Path | None = None) -> int:
+    """``reference``: a folder written by ``edgeclip reference``, used instead of computing one
+    once it is checked to belong to this build's model (else a one-line InputError)."""
+    check_force(force)  # before the lock: a bad --force writes nothing
+    if reference is not None:  # a missing or foreign-format folder fails before any work starts
+        from ..verify.refstore import read_info
+        read_info(reference)
+    with BuildLock(plan.out_dir):
+        ctx = BuildContext.create(plan, force, reference)
+        model_dir, model_key = stages.teacher_and_distill(ctx)
+        ref_dir, ref_key = stages.reference(ctx, model_dir, model_key)
+        results = [stages.artifact(ctx, planned, model_dir, model_key, ref_dir, ref_key)
+                   for planned in plan.artifacts]
+        stages.select(ctx, results)
+        # the bundle is rewritten in place: drop the previous manifest first, so a build killed
+        # halfway through never leaves the old manifest.json vouching for a mix of old and new files
+        (plan.out_dir / "manifest.json").unlink(missing_ok=True)
+        report_path = stages.bundle(ctx, model_dir, ref_dir, results)
+    print(summary_table(results, report_path))
+    from ..verify.refstore import provenance, provenance_md
+    print(provenance_md(provenance(ref_dir, "stored" if reference else "computed", reference)))
+    missing = _towers_without_shipped(results)
+    if missing:
+        from ..verify.gate import format_shortfalls
+        short = [s for r in results for s in r.shortfalls]
+        if short:
+            print("\nfell short of the target's thresholds:\n" + format_shortfalls(short))
+        raise VerificationFailed(
+            f"no artifact passed verification for {', '.join(missing)}; see the table above and "
+            f"{report_path}")
+    return 0
+
+
+def run_reference(recipe, out_dir: Path | None = None, device: str | None = None) -> dict:
+    """``edgeclip reference``: the recipe's teacher/distill stages and its fp32 reference, through
+    the stage cache a build of the same recipe uses (``<out>/../.cache``), copied to ``out_dir``.
+
+    ``device``: auto (None; cuda when present, else cpu), cpu or cuda (an error when absent)."""
+    from ..verify.refstore import export_reference, resolve_device
+    device = resolve_device(device)
+    out = Path(out_dir) if out_dir else default_root(recipe.name) / "reference"
+    plan = Plan(recipe=recipe, target=None, out_dir=out, towers=())
+    t0 = time.perf_counter()
+    with BuildLock(out):
+        ctx = BuildContext.create(plan, steps=2 + len(recipe.distill))
+        model_dir, model_key = stages.teacher_and_distill(ctx)
+        ref_dir, _key = stages.reference(ctx, model_dir, model_key, device=device)
+        export_reference(ref_dir, out)
+    info = json.loads((out / "reference.json").read_text())
+    return {"out": out, "info": info, "seconds": time.perf_counter() - t0}
+
+
+def _towers_without_shipped(results: list[ArtifactResult]) -> list[str]:
+    groups: dict[str, bool] = {}
+    for r in results:
+        k = f"{r.planned.backend}/{r.planned.tower}"
+        groups[k] = groups.get(k, False) or r.shipped
+    return [k for k, ok in groups.items() if not ok]
+
+
+def summary_table(results: list[ArtifactResult], report_path: Path) -> str:
+    rows = [["artifact", "size MB", "p50 ms", "cosine", "top1 agr", "runner", "result"]]
+    for r in results:
+        size = r.artifact.get("size_bytes", 0) / 1e6
+        p50 = f"{r.latency['p50_ms']:.2f}" if r.latency else "-"
+        cos = f"{r.metrics['cosine_mean']:.5f}" if r.metrics.get("cosine_mean") is not None else "-"
+        agr = f"{r.metrics['top1_agreement']:.3f}" if r.metrics.get("top1_agreement") is not None else "-"
+        runner = (r.runner or "none") + (" (emulated)" if r.emulated else "")
+        if r.shipped:
+            res = "shipped" if r.verified else "shipped, UNVERIFIED"
+        else:
+            res = f"not shipped: {r.why_not_shipped}"
+        rows.append([r.name, f"{size:.2f}", p50, cos, agr, runner, res])
+    return "\n".join(["", format_table(rows), "", f"report: {report_path}"])

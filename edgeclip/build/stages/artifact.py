@@ -1,0 +1,139 @@
+"""The artifact stage: one planned variant (backend x tower x quantization) through export,
+verify and bench.
+
+Export writes the artifact and its example inputs; verify runs it in its real runtime (CoreML off
+macOS: the MIL interpreter, marked emulated) against the reference; bench times it in a child
+process. Export and verify live in the shared cache, bench in this target's own.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..._io import stable_hash
+from ...errors import ConfigError
+from ..context import ArtifactResult, stage_model
+from ..plan import PlannedArtifact
+
+__all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "artifact"]
+
+CALIBRATED = ("int8-static", "w8a8")
+MIL_INTERPRETER_VERSION = 1  # bump when edgeclip.verify.mil changes what it computes
+_IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids",), ("text_embedding",)),
+             "zero-shot-head": (("pixels",), ("logits",))}
+
+
+def _calibration(model, tower: str, n: int, seed: int) -> list[tuple[np.ndarray, ...]]:
+    from ...models import preprocess_images
+    from ..evalset import calibration_images
+    f = model.facts
+    images, caps = calibration_images(n, f.image_size, seed)
+    if tower in ("image", "zero-shot-head"):
+        px = preprocess_images(images, f.image_size, f.mean, f.std, f.resize_mode).numpy()
+        return [(np.ascontiguousarray(px[i:i + 1]),) for i in range(n)]
+    ids = model.tokenizer.encode(caps).astype(np.int32)
+    return [(np.ascontiguousarray(ids[i:i + 1]),) for i in range(n)]
+
+
+def _load_artifact(folder: Path):
+    from ...backends.base import Artifact
+    return Artifact.from_dict(json.loads((folder / "artifact.json").read_text()), base=folder)
+
+
+def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: Path, ref_key: str):
+    from ...backends import BACKENDS
+    from ...backends.base import ExportSpec
+    from ...bundle.labels import read_head, write_head
+    r, t = ctx.plan.recipe, ctx.plan.target
+    entry = ctx.backend_entry(p.backend)
+    q = r.quantization
+    label = f"{p.backend} {p.tower} {p.quant}"
+    head = p.tower == "zero-shot-head"
+    ls = ctx.plan.labels
+    if head and ls is None:  # make_plan refuses this; a hand-made plan gets the same message
+        raise ConfigError("the zero-shot-head tower needs a label set; pass --labels labels.txt")
+    export_key = stable_hash("export", model_key, p, entry.options, q.params.get(p.quant, {}),
+                             q.keep_float, q.calibration_samples if p.quant in CALIBRATED else 0,
+                             t.batch_size, ctx.versions, *([ls.labels, ls.templates] if head else []))
+    backend = BACKENDS.get(p.backend)
+
+    def run_export(tmp: Path):
+        from ...models import reparameterize
+        m = stage_model(model_dir)
+        reparameterize(m)  # fold MobileOne/RepMixer branches: same outputs, one conv each
+        tower = m.tower("zero-shot-head", ls.labels, ls.templates) if head else m.tower(p.tower)
+        if head:  # the fp32 head's label matrix: verify compares the artifact with it
+            write_head(tmp, tower, ls)
+        example = tuple(x.contiguous() for x in tower.example_inputs(t.batch_size))
+        ins, outs = _IO_NAMES[p.tower]
+        calib = _calibration(m, p.tower, q.calibration_samples, r.seed) if p.quant in CALIBRATED else None
+        options = dict(entry.options)
+        options.update(q.params.get(p.quant, {}))
+        if q.keep_float:
+            options["keep_float"] = list(q.keep_float)
+        metadata = {"author": "edgeclip", "license": "see the teacher's license",
+                    "description": f"{r.name} {p.tower} tower ({p.quant})",
+                    "preprocessing": json.dumps(m.facts.to_dict())}
+        if head:
+            metadata.update({"input:pixels": "float32[B,3,H,W] RGB pixels, resized and normalized (see preprocessing)",
+                             "output:logits": f"float32[B,{len(ls.labels)}] logit_scale x cosine per label, "
+                                              "in the order of labels/labels.json"})
+        spec = ExportSpec(tower=p.tower, quant=p.quant, input_names=ins, output_names=outs,
+                          calibration=calib, options=options, name=f"{p.tower}-{p.quant}", metadata=metadata)
+        art = backend.export(tower, example, spec, tmp)
+        for i, x in enumerate(example):  # bench feeds these: token ids valid for this vocabulary
+            np.save(tmp / f"example-{i}.npy", x.cpu().numpy())
+        d = art.to_dict()
+        d["path"] = Path(art.path).name
+        (tmp / "artifact.json").write_text(json.dumps(d, indent=2, default=str))
+
+    export_dir = ctx.timed(f"export {label}", "export", export_key, ctx.cache, run_export, quiet=True)
+    art = _load_artifact(export_dir)
+    result = ArtifactResult(planned=p, artifact_dir=export_dir, artifact=art.to_dict())
+
+    verify_key = stable_hash("verify", export_key, ref_key, MIL_INTERPRETER_VERSION)
+
+    def run_verify(tmp: Path):
+        from ...verify.reference import Reference
+        from ...verify.run import check_artifact  # shared with `edgeclip verify BUNDLE`
+        (tmp / "verify.json").write_text(json.dumps(check_artifact(art, Reference.load(ref_dir), t.bench.threads,
+                                                                   head=read_head(export_dir) if head else None)))
+
+    vdir = ctx.timed(f"verify {label}", "verify", verify_key, ctx.cache, run_verify, quiet=True)
+    v = json.loads((vdir / "verify.json").read_text())
+    result.runner, result.metrics = v["runner"], v["metrics"]
+    result.emulated, result.verified = bool(v.get("emulated")), v["runner"] is not None
+
+    bench_key = stable_hash("bench", export_key, t.bench, ctx.versions)
+
+    def run_bench(tmp: Path):
+        from ...verify.latency import measure_isolated
+        if result.runner is None or result.emulated:  # an interpreter's latency means nothing
+            (tmp / "bench.json").write_text(json.dumps(None))
+            return
+        absjson = tmp / "artifact.json"  # with the absolute path the worker loads
+        absjson.write_text(json.dumps(art.to_dict(), default=str))
+        lat = measure_isolated(absjson, _bench_inputs(art, export_dir), t.bench.warmup, t.bench.runs, t.bench.threads)
+        (tmp / "bench.json").write_text(json.dumps(lat.to_dict()))
+
+    bdir = ctx.timed(f"bench {label}", "bench", bench_key, ctx.local, run_bench, quiet=True)
+    result.latency = json.loads((bdir / "bench.json").read_text())
+    return result
+
+
+def _bench_inputs(art, export_dir: Path) -> tuple[np.ndarray, ...]:
+    """The export's own example inputs (a tokenizer-shaped id row stays inside the vocabulary);
+    random ones for exports cached before examples were stored."""
+    saved = [export_dir / f"example-{i}.npy" for i in range(len(art.input_shapes))]
+    if saved and all(p.exists() for p in saved):
+        return tuple(np.ascontiguousarray(np.load(p)).astype(d) for p, d in zip(saved, art.input_dtypes))
+    rng = np.random.default_rng(0)
+    out = []
+    for shape, dtype in zip(art.input_shapes, art.input_dtypes):
+        if "int" in dtype:
+            out.append(rng.integers(1, 1000, size=shape).astype(dtype))
+        else:
+            out.append(rng.standard_normal(shape).astype(dtype))
+    return tuple(out)
