@@ -1,0 +1,92 @@
+"""The bundle stage: what an app takes — shipped artifacts, tokenizer files and test vectors, the
+label set, the reference outputs, reports, code snippets, ``manifest.json`` and ``<out>.zip``.
+
+The manifest's artifact entries and its reader live together in ``edgeclip.bundle.manifest``;
+this stage gathers the build's facts into it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ... import __version__
+from ..._io import copy_atomic, write_text_atomic
+from ...bundle import manifest as bundle_manifest
+from ..context import stage_model
+from .select import records as result_records
+
+__all__ = ["bundle", "TOKENIZER_SAMPLES"]
+
+# the bundle's tokenizer test vectors: an app checks its tokenizer against these ids
+TOKENIZER_SAMPLES = ["a photo of a cat", "a small red square left of a blue circle", "一只猫的照片",
+                     "Hello, World! 123", "a " * 100]
+
+
+def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
+    from ...bundle.archive import write_zip, zip_path
+    from ...bundle.labels import LABELS_JSON, bundle_labels
+    from ...bundle.snippets import write_snippets
+    from ...verify import refstore
+    from ...verify.distill_summary import distill_md, distill_summaries
+    from ...verify.report import write_report
+    out, r, t = ctx.out, ctx.plan.recipe, ctx.plan.target
+    t0 = time.perf_counter()
+    m = stage_model(model_dir)
+    (out / "artifacts").mkdir(parents=True, exist_ok=True)
+    tok_dir = out / "tokenizer"
+    tok_dir.mkdir(exist_ok=True)
+    tok_files = [Path(p).name for p in m.tokenizer.export(tok_dir)]
+    write_text_atomic(tok_dir / "test_vectors.json",
+                      json.dumps(m.tokenizer.test_vectors(TOKENIZER_SAMPLES), ensure_ascii=False, indent=1))
+    # the reference outputs travel with the bundle: `edgeclip verify BUNDLE` re-runs the checks on them
+    stored = ctx.reference_dir
+    ref = refstore.provenance(ref_dir, "stored" if stored else "computed", stored)
+    ref["files"] = refstore.copy_into_bundle(ref_dir, out / "reference")
+    records, arts, keep = [], [], set()
+    for res in results:
+        records += result_records(ctx, res)
+        if not res.shipped:
+            continue
+        src = Path(res.artifact["path"])
+        dst = out / "artifacts" / f"{res.planned.backend}-{src.name}"
+        copy_atomic(src, dst)
+        keep.add(dst.name)
+        entry = bundle_manifest.artifact_entry(
+            res.artifact, file=f"artifacts/{dst.name}", shipped=True, why_not_shipped=res.why_not_shipped,
+            runtime=res.runner,
+            metrics={**res.metrics, **({"latency_p50_ms": res.latency["p50_ms"]} if res.latency else {})},
+            thresholds={k: v for k, v in vars(res.thresholds).items() if v is not None} if res.thresholds else {})
+        if res.planned.tower == "zero-shot-head":  # logits come in the order of labels.json
+            entry["labels_file"] = LABELS_JSON
+        arts.append(entry)
+    bundle_manifest.remove_stale(out / "artifacts", keep)  # an earlier build's artifacts must not ride along
+    distill = distill_summaries(ctx.distill_dirs)
+    write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
+                                      "distill": distill},
+                 extra_md=refstore.provenance_md(ref) + ("\n" + distill_md(distill) if distill else ""))
+    f = m.facts
+    manifest = {
+        "edgeclip_version": __version__,
+        "model": {"recipe": r.name, "uri": r.teacher if not r.distill else f"{r.name}:student",
+                  "embed_dim": f.embed_dim, "logit_scale": float(m.logit_scale), "weights": f.weights,
+                  "params": {"image": f.params_image, "text": f.params_text},
+                  "flops": {"image": f.flops_image, "text": f.flops_text}, "distill": distill},
+        "target": {"name": t.name, "platform": t.platform},
+        "preprocessing": {"image_size": f.image_size, "mean": list(f.mean), "std": list(f.std),
+                          "resize_mode": f.resize_mode, "input_layout": "NCHW", "input_dtype": "float32",
+                          "in_graph": False},
+        "tokenizer": {"type": m.tokenizer.kind, "context_length": m.tokenizer.context_length,
+                      "vocab_size": m.tokenizer.vocab_size,
+                      "files": [f"tokenizer/{n}" for n in tok_files], "test_vectors": "tokenizer/test_vectors.json"},
+        "labels": bundle_labels(out, ctx.plan.labels, m),
+        "artifacts": arts,
+        "reference": ref,
+        "bench": {"warmup": t.bench.warmup, "runs": t.bench.runs, "threads": t.bench.threads},
+        "versions": ctx.versions,
+    }
+    manifest["snippets"] = write_snippets(out, manifest)  # from the manifest alone, as an app developer sees it
+    manifest = bundle_manifest.write_manifest(out, manifest)
+    write_zip(out, manifest)  # <out>.zip beside the folder: manifest + exactly the files it hashes
+    ctx.progress.step(f"bundle (+ {zip_path(out).name})", "done", time.perf_counter() - t0)
+    return out / "report.md"

@@ -1,0 +1,65 @@
+"""The teacher stage: load the recipe's teacher and, when the recipe says so, pretrain it.
+
+``edgeclip pretrain`` and ``edgeclip build`` share this stage (``teacher_key``, ``make_teacher``),
+so whichever runs first trains the teacher and the other finds it cached.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..._io import stable_hash
+from ...errors import ConfigError
+
+__all__ = ["pretrain_source", "teacher_key", "make_teacher", "teacher"]
+
+
+def pretrain_source(r):
+    """The data the teacher pretrains on: ``data.train``, in ``pretrain.languages`` when given (a
+    DC-CLIP recipe pretrains an English teacher, then distils on English + Chinese)."""
+    src = r.data.train
+    if r.pretrain and r.pretrain.languages:
+        src = replace(src, languages=tuple(r.pretrain.languages))
+    return src
+
+
+def teacher_key(r, torch_version: str) -> str:
+    """The teacher stage's cache key. Only what the teacher is trained on counts, so recipes that
+    differ after it share one teacher."""
+    pt = None
+    if r.pretrain:
+        pt = {k: getattr(r.pretrain, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup_steps")}
+    return stable_hash("teacher", r.teacher, r.seed, pt, pretrain_source(r) if r.pretrain else None, torch_version)
+
+
+def make_teacher(r, key: str, cache_root: Path, out: Path) -> None:
+    """Load (and pretrain, if the recipe says so) the teacher into ``out/model.safetensors``."""
+    from ...models import load_model, save_model
+    model = load_model(r.teacher)
+    if r.pretrain:
+        _pretrain(model, r, cache_root / f"ckpt-teacher-{key}")
+    save_model(model, out / "model.safetensors")
+
+
+def teacher(ctx) -> tuple[Path, str]:
+    r = ctx.plan.recipe
+    key = teacher_key(r, ctx.versions["torch"])
+    what = "load + pretrain teacher" if r.pretrain else "load teacher"
+    folder = ctx.timed(f"{what} {r.teacher}", "teacher", key, ctx.cache,
+                       lambda tmp: make_teacher(r, key, ctx.cache.root, tmp))
+    return folder, key
+
+
+def _pretrain(model, r, checkpoint_dir: Path) -> None:
+    """CLIP-loss training from scratch; checkpoints outside the stage folder so a killed
+    build resumes from the last checkpoint instead of step 0."""
+    from ...distill import training_pairs
+    from ...distill.pretrain import pretrain_clip
+    src, pt = pretrain_source(r), r.pretrain
+    if src.source != "synthetic":
+        raise ConfigError(f"pretrain: training a teacher from scratch on {src.source} data is not "
+                          "supported yet; use data.train.source: synthetic or a pretrained teacher")
+    data = training_pairs(src, model.facts.image_size, r.seed)  # one caption language after another
+    pretrain_clip(model, data, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
+                  weight_decay=pt.weight_decay, warmup_steps=pt.warmup_steps, seed=r.seed,
+                  checkpoint_dir=str(checkpoint_dir))
