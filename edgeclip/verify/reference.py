@@ -14,10 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from .metrics import embedding_metrics, retrieval_agreement, top1_agreement
-from .report import write_json_atomic
+from .._io import write_json_atomic
+from .metrics import (TIE_MARGIN, agrees_within, embedding_metrics, margin_summary, retrieval_agreement,
+                      top1_agreement, top_gaps)
 
-__all__ = ["Reference", "compute_reference", "evaluate", "evaluate_head", "class_embeddings"]
+__all__ = ["Reference", "compute_reference", "evaluate", "evaluate_head", "class_embeddings", "reference_margins", "margins_md"]
 
 
 @dataclass
@@ -129,6 +130,44 @@ def _group_argmax(emb, class_emb, rows, cls_idx):
     return np.array([cls_idx[k][np.argmax(class_emb[cls_idx[k]] @ emb[i])] for k, i in enumerate(rows)])
 
 
+def _group_agreement(ref: Reference, ref_cls, out_pred, rows, cls_idx, margin: float = TIE_MARGIN) -> float:
+    """Zero-shot top-1 agreement, tie-aware: the artifact's class agrees when, by the reference's
+    own cosines over the image's group's classes, it scores within ``margin`` of the best."""
+    agree = []
+    for k, i in enumerate(rows):
+        ref_s = (ref_cls[cls_idx[k]] @ ref.image_emb[i]).astype(np.float64)[None]
+        choice = np.flatnonzero(cls_idx[k] == out_pred[k]).reshape(1, 1)
+        agree.append(bool(agrees_within(ref_s, choice, margin)[0]))
+    return float(np.mean(agree))
+
+
+def reference_margins(ref: Reference, margin: float = TIE_MARGIN) -> dict[str, dict]:
+    """How decisive the reference's own choices are (best minus second-best cosine): zero-shot
+    per labelled image over its group's classes, and image->text retrieval over English captions."""
+    out: dict[str, dict] = {}
+    en = ref.caption_lang == "en"
+    if en.any():
+        out["retrieval_i2t"] = margin_summary(top_gaps(_unit(ref.image_emb) @ _unit(ref.text_emb[en]).T), margin)
+    n_classes = len(ref.class_group)
+    if n_classes:
+        ref_cls = class_embeddings(ref.prompt_emb, ref.prompt_class, n_classes)
+        rows, cls_idx = _labelled_rows(ref)
+        gaps = np.concatenate([top_gaps((ref_cls[cls_idx[k]] @ ref.image_emb[i])[None]) for k, i in enumerate(rows)]
+                              or [np.zeros(0)])
+        out["zero_shot"] = margin_summary(gaps, margin)
+    return {k: v for k, v in out.items() if v}
+
+
+def margins_md(margins: dict[str, dict]) -> str:
+    """The report's line on how decisive the reference is, and what the agreement metrics forgive."""
+    parts = [f"{name.replace('_', ' ')}: best-vs-second cosine gap p5 {m['gap_p5']:.2g}, median {m['gap_p50']:.2g}, "
+             f"{m['tie_fraction']:.1%} of {m['rows']} within {m['margin']:g}" for name, m in margins.items()]
+    if not parts:
+        return ""
+    return ("Reference decisiveness (" + "; ".join(parts) + "). Top-1 and R@1 agreement count an artifact's "
+            "choice within that margin of the reference's best, by the reference's own scores, as agreeing.")
+
+
 def evaluate(ref: Reference, tower: str, outputs: dict[str, np.ndarray]) -> dict[str, float]:
     """Metrics of an artifact's outputs. Image towers give ``{"image": [N,D]}``; text towers
     ``{"text": [M,D], "prompt": [P,D]}`` (captions then prompts, as in the reference)."""
@@ -154,7 +193,7 @@ def evaluate(ref: Reference, tower: str, outputs: dict[str, np.ndarray]) -> dict
         rows, cls_idx = _labelled_rows(ref)
         ref_pred = _group_argmax(ref.image_emb, ref_cls, rows, cls_idx)
         out_pred = _group_argmax(out_img, out_cls, rows, cls_idx)
-        m["top1_agreement"] = float(np.mean(ref_pred == out_pred))
+        m["top1_agreement"] = _group_agreement(ref, ref_cls, out_pred, rows, cls_idx)
         m["zero_shot_top1"] = float(np.mean(out_pred == ref.labels[rows]))
         m["reference_zero_shot_top1"] = float(np.mean(ref_pred == ref.labels[rows]))
     return m
@@ -169,5 +208,5 @@ def evaluate_head(ref: Reference, logits: np.ndarray, label_emb: np.ndarray, log
     expected = (float(logit_scale) * ref.image_emb.astype(np.float64) @ np.asarray(label_emb, np.float64).T)
     logits = np.asarray(logits, np.float64)
     m = embedding_metrics(expected, logits)
-    m["top1_agreement"] = top1_agreement(expected, logits)
+    m["top1_agreement"] = top1_agreement(expected, logits, margin=TIE_MARGIN * float(logit_scale))
     return m

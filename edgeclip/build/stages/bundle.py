@@ -29,6 +29,7 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     from ...bundle.snippets import write_snippets
     from ...verify import refstore
     from ...verify.distill_summary import distill_md, distill_summaries
+    from ...verify.reference import Reference, margins_md, reference_margins
     from ...verify.report import write_report
     out, r, t = ctx.out, ctx.plan.recipe, ctx.plan.target
     t0 = time.perf_counter()
@@ -62,9 +63,11 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
         arts.append(entry)
     bundle_manifest.remove_stale(out / "artifacts", keep)  # an earlier build's artifacts must not ride along
     distill = distill_summaries(ctx.distill_dirs)
+    margins = reference_margins(Reference.load(ref_dir))
     write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
-                                      "distill": distill},
-                 extra_md=refstore.provenance_md(ref) + ("\n" + distill_md(distill) if distill else ""))
+                                      "reference_margins": margins, "distill": distill},
+                 extra_md="\n\n".join(x for x in (refstore.provenance_md(ref), margins_md(margins),
+                                                   distill_md(distill) if distill else "") if x))
     f = m.facts
     manifest = {
         "edgeclip_version": __version__,
