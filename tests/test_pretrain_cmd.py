@@ -60,3 +60,27 @@ def test_recipe_without_pretrain_section_is_a_one_line_input_error(tmp_path, cap
     err = capsys.readouterr().err
     assert "no 'pretrain' section" in err and err.count("\n") == 1
     assert not (tmp_path / "b").exists()
+
+
+def test_teacher_key_follows_the_builtin_architecture_and_a_checkpoint_s_bytes(tmp_path, monkeypatch):
+    """An edited builtin or a replaced checkpoint file is a new teacher, not a cache hit whose
+    weights no longer fit the architecture."""
+    from dataclasses import replace
+
+    from edgeclip.build.stages.teacher import teacher_key
+    from edgeclip.config import default_recipe
+    from edgeclip.models import builtins
+
+    recipe = default_recipe()
+    key = teacher_key(recipe, "t")
+    assert teacher_key(recipe, "t") == key
+    original = builtins.MODELS.get("teacher-vit")
+    monkeypatch.setitem(builtins.MODELS._items, "teacher-vit",
+                        lambda **o: {**original(**o), "image": {**original(**o)["image"], "patch_size": 4}})
+    assert teacher_key(recipe, "t") != key
+    ckpt = tmp_path / "t.safetensors"
+    ckpt.write_bytes(b"one")
+    r = replace(recipe, teacher=f"file:{ckpt}", pretrain=None)
+    before = teacher_key(r, "t")
+    ckpt.write_bytes(b"two")
+    assert teacher_key(r, "t") != before

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..._io import stable_hash
+from ..._io import sha256_path, stable_hash
 from ...errors import ConfigError
 
 __all__ = ["pretrain_source", "teacher_key", "make_teacher", "teacher"]
@@ -24,12 +24,32 @@ def pretrain_source(r):
 
 
 def teacher_key(r, torch_version: str) -> str:
-    """The teacher stage's cache key. Only what the teacher is trained on counts, so recipes that
-    differ after it share one teacher."""
+    """The teacher stage's cache key. Only what the teacher is and is trained on counts, so recipes
+    that differ after it share one teacher: the URI, what it resolves to (a builtin's architecture,
+    a local checkpoint's bytes: an edited builtin or a replaced file is a new teacher), the
+    pretraining settings including the defaults the recipe leaves unset, the data and the seed."""
     pt = None
     if r.pretrain:
+        from ...distill.pretrain import PRETRAIN_DEFAULTS
         pt = {k: getattr(r.pretrain, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup_steps")}
-    return stable_hash("teacher", r.teacher, r.seed, pt, pretrain_source(r) if r.pretrain else None, torch_version)
+        pt["defaults"] = PRETRAIN_DEFAULTS
+    return stable_hash("teacher", r.teacher, _resolved(r.teacher), r.seed, pt,
+                       pretrain_source(r) if r.pretrain else None, torch_version)
+
+
+def _resolved(uri: str):
+    """What a teacher URI stands for beyond its text: a builtin's full config, a local file's sha256."""
+    from ...config import parse_model_uri
+    scheme, rest = parse_model_uri(uri)
+    if scheme == "builtin":
+        from ...models import builtin_config
+        return builtin_config(rest)
+    path = rest if scheme == "file" else rest.split("/", 1)[1] if scheme == "openclip" and "/" in rest else None
+    try:  # an open_clip tag that names a local weights file (openclip:NAME//path) counts by its bytes too
+        local = Path(path).expanduser() if path else None
+        return sha256_path(local) if local is not None and local.is_file() else None
+    except (OSError, ValueError, RuntimeError):  # not a usable path: make_plan reports it
+        return None
 
 
 def make_teacher(r, key: str, cache_root: Path, out: Path) -> None:
