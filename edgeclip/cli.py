@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 
 from . import __version__
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgeclip: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edgeclip list models | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception as e:  # a bug: one line unless --debug
         if args.debug:
             raise

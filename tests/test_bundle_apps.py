@@ -146,6 +146,19 @@ def test_predict_ranks_with_stored_label_embeddings_and_logit_scale(built, capsy
     assert "text artifact none" in printed and printed.count("%") == 2
 
 
+def test_predict_on_an_undecodable_or_truncated_image_is_a_one_line_input_error(built, tmp_path, capsys):
+    junk = tmp_path / "broken.jpg"
+    junk.write_bytes(b"not an image at all")
+    whole = Path(built.images[0]).read_bytes()
+    cut = tmp_path / f"truncated{Path(built.images[0]).suffix}"
+    cut.write_bytes(whole[:len(whole) // 2])
+    for bad in (junk, cut):
+        assert main(["predict", str(built.bundle), "--image", str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("edgeclip: error: image ") and str(bad) in err[0], err
+        assert "cannot decode" in err[0] and "internal error" not in err[0]
+
+
 def _pixels(br, paths):
     from edgeclip.data import decode_image
     from edgeclip.models._preprocess import preprocess_images

@@ -96,3 +96,19 @@ def test_yaml_syntax_error_exit_2(tmp_path):
     p.write_text("name: t\nbackends: [\n")
     r = _run("build", "--plan", "--target", str(p), cwd=tmp_path)
     assert r.returncode == 2 and "line" in r.stderr and "column" in r.stderr
+
+
+def test_output_into_a_closed_pipe_is_no_error(monkeypatch, capsys):
+    """``edgeclip list recipes | head -1``: the reader closed the pipe early; exit 0, no internal error."""
+    import os
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone: every write raises BrokenPipeError (EPIPE)
+    pipe = open(write, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", pipe)
+    try:
+        rc = main(["list", "recipes"])
+    finally:
+        monkeypatch.undo()
+        pipe.close()
+    assert rc == 0
+    assert "internal error" not in capsys.readouterr().err

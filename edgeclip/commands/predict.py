@@ -70,14 +70,18 @@ class BundleRunner:
                                for i in range(len(batch))])
 
     def encode_images(self, paths: list[str]) -> np.ndarray:
-        from ..data import decode_image
+        from ..data import BadImage, decode_image
         from ..models import preprocess_images
         p = self.manifest["preprocessing"]
         imgs = []
         for path in paths:
             if not Path(path).is_file():
                 raise InputError(f"image {path!r} does not exist")
-            imgs.append(np.array(decode_image(path)))  # a writable copy: torch warns on read-only arrays
+            try:
+                imgs.append(np.array(decode_image(path)))  # a writable copy: torch warns on read-only arrays
+            except BadImage as e:  # not an image, truncated, a decompression bomb: the input's fault
+                raise InputError(f"image {path!r}: {e}; pass a JPEG, PNG or another image file Pillow "
+                                 "can decode") from e
         px = preprocess_images(imgs, p["image_size"], p["mean"], p["std"], p["resize_mode"]).numpy()
         return self._rows("image", px)
 

@@ -41,7 +41,7 @@ Importing this package does not import torch.
 """
 from __future__ import annotations
 
-from ._base import BAD_IMAGE_POLICIES, LoaderStats, decode_image
+from ._base import BAD_IMAGE_POLICIES, BadImage, LoaderStats, decode_image
 from .augment import AugmentConfig, apply_params, sample_params
 from .loaders import CsvLoader, FolderLoader, open_dataset
 from .preprocess import (
@@ -64,7 +64,7 @@ __all__ = [
     "caption", "paraphrases", "render_scene", "class_labels", "labelled_eval_set",
     "RealEvalSet", "real_eval_set", "digits_eval_set", "photos_eval_set",
     "CsvLoader", "FolderLoader", "WebDatasetLoader", "open_dataset", "LoaderStats",
-    "BAD_IMAGE_POLICIES", "decode_image", "expand_shards", "expand_braces",
+    "BAD_IMAGE_POLICIES", "BadImage", "decode_image", "expand_shards", "expand_braces",
     "CLIP_MEAN", "CLIP_STD", "preprocess", "resize_crop", "to_rgb_uint8", "collate",
     "PreprocessCollate", "as_torch_dataset",
     "AugmentConfig", "sample_params", "apply_params",
