@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["open_runner", "why_no_runner", "run_rows", "tower_outputs", "check_artifact"]
+__all__ = ["open_runner", "why_no_runner", "run_rows", "batch_of", "tower_outputs", "check_artifact"]
 
 
 def open_runner(art, threads: int = 2):
@@ -27,20 +27,33 @@ def why_no_runner(art) -> str:
     return why or f"no {art.backend} runtime on this OS"
 
 
-def run_rows(runner, batch: np.ndarray) -> np.ndarray:
-    """Run a batch-1 artifact row by row."""
-    return np.concatenate([np.asarray(runner(np.ascontiguousarray(batch[i:i + 1]))).reshape(1, -1)
-                           for i in range(len(batch))]).astype(np.float32)
+def run_rows(runner, batch: np.ndarray, n: int = 1) -> np.ndarray:
+    """Run a fixed-batch-``n`` artifact over every row of ``batch``, ``n`` rows a call; the last
+    call is padded with copies of the last row, whose outputs are dropped."""
+    out = []
+    for i in range(0, len(batch), n):
+        chunk = batch[i:i + n]
+        k = len(chunk)
+        if k < n:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], n - k, axis=0)])
+        out.append(np.asarray(runner(np.ascontiguousarray(chunk))).reshape(n, -1)[:k])
+    return np.concatenate(out).astype(np.float32)
 
 
-def tower_outputs(runner, ref, tower: str) -> dict[str, np.ndarray]:
+def batch_of(art) -> int:
+    """The fixed batch an artifact was exported with (its first input's leading dim)."""
+    shapes = getattr(art, "input_shapes", None) or [[1]]
+    return max(1, int(shapes[0][0]))
+
+
+def tower_outputs(runner, ref, tower: str, n: int = 1) -> dict[str, np.ndarray]:
     """The outputs ``reference.evaluate`` scores: images, or captions then prompts (a zero-shot
-    head: its logits on the reference images)."""
+    head: its logits on the reference images); ``n``: the artifact's fixed batch."""
     if tower == "image":
-        return {"image": run_rows(runner, ref.pixels)}
+        return {"image": run_rows(runner, ref.pixels, n)}
     if tower == "zero-shot-head":
-        return {"logits": run_rows(runner, ref.pixels)}
-    return {"text": run_rows(runner, ref.caption_ids), "prompt": run_rows(runner, ref.prompt_ids)}
+        return {"logits": run_rows(runner, ref.pixels, n)}
+    return {"text": run_rows(runner, ref.caption_ids, n), "prompt": run_rows(runner, ref.prompt_ids, n)}
 
 
 def check_artifact(art, ref, threads: int = 2, head: tuple[np.ndarray, float] | None = None) -> dict:
@@ -54,7 +67,7 @@ def check_artifact(art, ref, threads: int = 2, head: tuple[np.ndarray, float] | 
     if runner is None:
         return {"runner": None, "emulated": False, "metrics": {},
                 "why": f"{why_no_runner(art)}; the artifact was converted but not run"}
-    outputs = tower_outputs(runner, ref, art.tower)
+    outputs = tower_outputs(runner, ref, art.tower, batch_of(art))
     if art.tower == "zero-shot-head":
         metrics = evaluate_head(ref, outputs["logits"], *head)
     else:
