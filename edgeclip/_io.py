@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-__all__ = ["pid_alive", "atomic_target", "atomic_file", "write_bytes_atomic", "write_text_atomic", "write_json_atomic",
+__all__ = ["pid_alive", "atomic_target", "atomic_file", "write_text_atomic", "write_json_atomic",
            "copy_atomic", "sha256_path", "stable_hash", "format_table"]
 
 
@@ -88,11 +88,6 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", fsync: bool = False,
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_file(path, "wb") as f:
-        f.write(data)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -35,7 +35,7 @@ class BundleRunner:
         self.backend, self.threads = backend, threads
         self.shipped = [a for a in self.manifest["artifacts"] if a["shipped"]
                         and (not backend or a["backend"] == backend)]
-        self.runners: dict[str, tuple[dict, object]] = {}
+        self.runners: dict[str, tuple[dict, object, int]] = {}  # tower -> (entry, runner, fixed batch)
         self._tokenizer = None
         self.runner("image")
 
@@ -43,16 +43,17 @@ class BundleRunner:
         if tower in self.runners:
             return self.runners[tower][1]
         from ..bundle import artifact_from_entry
-        from ..verify.run import open_runner
+        from ..verify.run import batch_of, open_runner
         cands = [a for a in self.shipped if a["tower"] == tower]
         if not cands:
             raise InputError(f"{self.source}: no shipped {tower} artifact"
                              + (f" for backend {self.backend}" if self.backend else "")
                              + f"; backends here: {sorted({a['backend'] for a in self.shipped}) or 'none'}")
         for a in cands:
-            r = open_runner(artifact_from_entry(self.dir, a), self.threads)  # MIL interpreter off macOS
+            art = artifact_from_entry(self.dir, a)
+            r = open_runner(art, self.threads)  # MIL interpreter off macOS
             if r is not None:
-                self.runners[tower] = (a, r)
+                self.runners[tower] = (a, r, batch_of(art))
                 return r
         raise InputError(f"{self.source}: no {tower} artifact can run on this OS "
                          f"({', '.join(a['backend'] for a in cands)}); a CoreML-delegated .pte needs an Apple device")
@@ -67,8 +68,7 @@ class BundleRunner:
     def _rows(self, tower: str, batch: np.ndarray) -> np.ndarray:
         from ..verify.run import run_rows
         r = self.runner(tower)
-        n = int(self.runners[tower][0]["inputs"][0]["shape"][0])  # the artifact's fixed batch
-        return run_rows(r, batch, max(1, n))
+        return run_rows(r, batch, self.runners[tower][2])
 
     def encode_images(self, paths: list[str]) -> np.ndarray:
         from ..data import BadImage, decode_image

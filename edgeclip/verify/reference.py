@@ -126,18 +126,20 @@ def _labelled_rows(ref: Reference):
     return rows, logits_idx
 
 
-def _group_argmax(emb, class_emb, rows, cls_idx):
-    return np.array([cls_idx[k][np.argmax(class_emb[cls_idx[k]] @ emb[i])] for k, i in enumerate(rows)])
+def _group_scores(emb, class_emb, rows, cls_idx) -> list[np.ndarray]:
+    """Per labelled image, its cosines with its own group's classes (groups differ in class count)."""
+    return [(class_emb[cls_idx[k]] @ emb[i]).astype(np.float64) for k, i in enumerate(rows)]
 
 
-def _group_agreement(ref: Reference, ref_cls, out_pred, rows, cls_idx, margin: float = TIE_MARGIN) -> float:
+def _group_argmax(scores, cls_idx) -> np.ndarray:
+    return np.array([cls_idx[k][np.argmax(s)] for k, s in enumerate(scores)])
+
+
+def _group_agreement(ref_scores, out_pred, cls_idx, margin: float = TIE_MARGIN) -> float:
     """Zero-shot top-1 agreement, tie-aware: the artifact's class agrees when, by the reference's
     own cosines over the image's group's classes, it scores within ``margin`` of the best."""
-    agree = []
-    for k, i in enumerate(rows):
-        ref_s = (ref_cls[cls_idx[k]] @ ref.image_emb[i]).astype(np.float64)[None]
-        choice = np.flatnonzero(cls_idx[k] == out_pred[k]).reshape(1, 1)
-        agree.append(bool(agrees_within(ref_s, choice, margin)[0]))
+    agree = [agrees_within(s[None], np.flatnonzero(cls_idx[k] == out_pred[k]).reshape(1, 1), margin)[0]
+             for k, s in enumerate(ref_scores)]
     return float(np.mean(agree))
 
 
@@ -152,7 +154,7 @@ def reference_margins(ref: Reference, margin: float = TIE_MARGIN) -> dict[str, d
     if n_classes:
         ref_cls = class_embeddings(ref.prompt_emb, ref.prompt_class, n_classes)
         rows, cls_idx = _labelled_rows(ref)
-        gaps = np.concatenate([top_gaps((ref_cls[cls_idx[k]] @ ref.image_emb[i])[None]) for k, i in enumerate(rows)]
+        gaps = np.concatenate([top_gaps(sc[None]) for sc in _group_scores(ref.image_emb, ref_cls, rows, cls_idx)]
                               or [np.zeros(0)])
         out["zero_shot"] = margin_summary(gaps, margin)
     return {k: v for k, v in out.items() if v}
@@ -191,9 +193,10 @@ def evaluate(ref: Reference, tower: str, outputs: dict[str, np.ndarray]) -> dict
         raise ValueError(f"no evaluation for tower {tower!r}")
     if n_classes:
         rows, cls_idx = _labelled_rows(ref)
-        ref_pred = _group_argmax(ref.image_emb, ref_cls, rows, cls_idx)
-        out_pred = _group_argmax(out_img, out_cls, rows, cls_idx)
-        m["top1_agreement"] = _group_agreement(ref, ref_cls, out_pred, rows, cls_idx)
+        ref_scores = _group_scores(ref.image_emb, ref_cls, rows, cls_idx)
+        ref_pred = _group_argmax(ref_scores, cls_idx)
+        out_pred = _group_argmax(_group_scores(out_img, out_cls, rows, cls_idx), cls_idx)
+        m["top1_agreement"] = _group_agreement(ref_scores, out_pred, cls_idx)
         m["zero_shot_top1"] = float(np.mean(out_pred == ref.labels[rows]))
         m["reference_zero_shot_top1"] = float(np.mean(ref_pred == ref.labels[rows]))
     return m

@@ -42,8 +42,7 @@ def run_rows(runner, batch: np.ndarray, n: int = 1) -> np.ndarray:
 
 def batch_of(art) -> int:
     """The fixed batch an artifact was exported with (its first input's leading dim)."""
-    shapes = getattr(art, "input_shapes", None) or [[1]]
-    return max(1, int(shapes[0][0]))
+    return max(1, int(art.input_shapes[0][0]))
 
 
 def tower_outputs(runner, ref, tower: str, n: int = 1) -> dict[str, np.ndarray]:
