@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -104,3 +105,18 @@ def as_backend(manifest: dict, backend: str, platform: str) -> dict:
         a["backend"] = backend
         a["file"] = f"artifacts/{backend}-{a['tower']}-{a['quant']}{_EXT[backend]}"
     return m
+
+
+def assert_tokenizer_json_reproduces_vectors(out: Path, manifest: dict) -> None:
+    """The bundle's tokenizer.json is the Hugging Face file: the ``tokenizers`` library reads it
+    and, with the padding/truncation it carries, gives every test vector's ids."""
+    from tokenizers import Tokenizer
+
+    t = manifest["tokenizer"]
+    assert "tokenizer/tokenizer.json" in t["files"]
+    tok = Tokenizer.from_file(str(out / "tokenizer/tokenizer.json"))
+    vectors = json.loads((out / t["test_vectors"]).read_text(encoding="utf-8"))
+    assert len(vectors) >= 10 and any(len(v["text"]) > 2 * t["context_length"] for v in vectors)
+    got = [e.ids for e in tok.encode_batch([v["text"] for v in vectors])]
+    for v, ids in zip(vectors, got):
+        assert ids == v["ids"], v["text"]

@@ -11,6 +11,7 @@ from edgeclip.bundle import load_manifest
 from edgeclip.cli import main
 from edgeclip.errors import InputError
 
+from _bundle_checks import assert_tokenizer_json_reproduces_vectors
 from _tiny_configs import MINI_TARGET, stage_log
 
 TINY = """
@@ -56,6 +57,7 @@ def test_tiny_recipe_builds_every_target(tmp_path, target, capsys):
     assert "report:" in printed and "shipped" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "edgeclip.report/1"
+    assert_tokenizer_json_reproduces_vectors(out, manifest)
     if target in ("android", "web"):  # runtimes that run here: accuracy is measured
         cos = [r["value"] for r in report["results"] if r["metric"] == "cosine_mean"]
         assert cos and min(cos) > 0.9

@@ -17,9 +17,26 @@ from .._io import sha256_path, write_json_atomic
 from ..errors import InputError
 
 __all__ = ["MANIFEST_SCHEMA", "manifest_schema", "file_hashes", "write_manifest", "load_manifest",
-           "validate_manifest", "artifact_entry", "artifact_from_entry", "remove_stale"]
+           "validate_manifest", "artifact_entry", "artifact_from_entry", "remove_stale", "tokenizer_readers"]
 
 MANIFEST_SCHEMA = "edgeclip.manifest/1"
+
+# libraries that read tokenizer/tokenizer.json (the Hugging Face tokenizers file) per platform;
+# the Python `tokenizers` reader is the one the tests run here, the others read the same format
+_TOKENIZER_READERS = {
+    "android": ["ai.djl.huggingface:tokenizers (HuggingFaceTokenizer.newInstance(path))"],
+    "ios": ["swift-transformers Tokenizers (AutoTokenizer.from(modelFolder:))"],
+    "macos": ["swift-transformers Tokenizers (AutoTokenizer.from(modelFolder:))"],
+    "web": ["@huggingface/transformers (transformers.js: PreTrainedTokenizer from tokenizer.json + "
+            "tokenizer_config.json)"],
+    "linux": ["tokenizers (Rust crate: Tokenizer::from_file)"],
+}
+_PYTHON_READER = "tokenizers (Python: tokenizers.Tokenizer.from_file; tested)"
+
+
+def tokenizer_readers(platform: str) -> list[str]:
+    """Which libraries read the bundle's tokenizer.json on ``platform`` (Python's always does)."""
+    return _TOKENIZER_READERS.get(platform, []) + [_PYTHON_READER]
 
 
 def manifest_schema() -> dict:

@@ -6,12 +6,13 @@ inside the open_clip package) and ``hf`` (a Hugging Face ``tokenizers`` tokenize
 giving identical ids. ``encode`` always returns ``int32[B, context_length]`` (the text tower's
 input dtype), truncated with the end-of-text token kept last.
 
-Exported files:
-  openclip-bpe: ``vocab.json`` + ``merges.txt`` (the Hugging Face CLIP layout, so app-side BPE
-  ports can read them) and ``tokenizer.json``: ``{"type": "openclip-bpe", "context_length",
-  "sot_id", "eot_id", "pad_id", ...}`` describing how to frame and pad the ids.
-  hf: ``tokenizer.json`` (the ``tokenizers`` file, truncation/padding set to the context length)
-  and ``tokenizer_config.json`` (special tokens, ``model_max_length``), loadable by transformers.
+Exported files, for both kinds: ``tokenizer.json``, the Hugging Face ``tokenizers`` file with
+truncation and padding set to the context length (``tokenizers.Tokenizer.from_file``,
+swift-transformers, transformers.js and DJL read it and give the reference ids), and
+``tokenizer_config.json`` (special tokens, ``model_max_length`` for transformers; edgeclip's own
+description of the framing in its ``edgeclip`` section). openclip-bpe also writes ``vocab.json`` +
+``merges.txt`` (Hugging Face's CLIP layout, which ``CLIPTokenizer`` reads); its tokenizer.json
+rebuilds open_clip's ftfy cleaning from standard normalizers (``_clip_bpe_json``).
 """
 from __future__ import annotations
 
@@ -98,42 +99,61 @@ class OpenClipTokenizer(Tokenizer):
     def merges(self) -> list[str]:
         return [" ".join(pair) for pair, _ in sorted(self._tok.bpe_ranks.items(), key=lambda kv: kv[1])]
 
+    def hf_backend(self):
+        """This tokenizer as a Hugging Face ``tokenizers.Tokenizer`` (what tokenizer.json holds)."""
+        from ._clip_bpe_json import clip_bpe_backend
+
+        return clip_bpe_backend(self._hf_vocab(), list(self._tok.bpe_ranks), sot=(_HF_SOT, self.sot_id),
+                                eot=(_HF_EOT, self.eot_id), context_length=self.context_length,
+                                pad_id=self.pad_id)
+
+    def _hf_vocab(self) -> dict[str, int]:
+        names = {"<start_of_text>": _HF_SOT, "<end_of_text>": _HF_EOT}
+        return {names.get(tok, tok): i for tok, i in self._tok.encoder.items()}
+
     def export(self, directory: str | Path) -> list[Path]:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        names = {"<start_of_text>": _HF_SOT, "<end_of_text>": _HF_EOT}
-        vocab = {names.get(tok, tok): i for tok, i in self._tok.encoder.items()}
-        desc = {
-            "type": self.kind,
-            "context_length": self.context_length,
-            "vocab_size": self.vocab_size,
-            "sot_id": self.sot_id, "sot_token": _HF_SOT,
-            "eot_id": self.eot_id, "eot_token": _HF_EOT,
-            "pad_id": self.pad_id,
-            "framing": "[sot] + bpe(text) + [eot], truncated to context_length with eot kept last, "
-                       "then padded with pad_id",
-            "clean": "ftfy.fix_text, html.unescape twice, collapse whitespace, lower-case",
-            "split_regex": self._tok.pat.pattern,
-            "byte_level": True,
-            "files": {"vocab": "vocab.json", "merges": "merges.txt"},
-        }
-        paths = [d / "vocab.json", d / "merges.txt", d / "tokenizer.json"]
-        write_text_atomic(paths[0], json.dumps(vocab, ensure_ascii=False))
+        meta = {**self.describe(), "type": self.kind, "sot_token": _HF_SOT, "eot_token": _HF_EOT,
+                "clean": "ftfy.fix_text, html.unescape twice, collapse whitespace, lower-case "
+                         "(tokenizer.json rebuilds it from standard normalizers; see edgeclip.models._clip_bpe_json)",
+                "files": {"vocab": "vocab.json", "merges": "merges.txt"}}
+        paths = [d / "vocab.json", d / "merges.txt"]
+        write_text_atomic(paths[0], json.dumps(self._hf_vocab(), ensure_ascii=False))
         write_text_atomic(paths[1], "#version: 0.2\n" + "\n".join(self.merges()) + "\n")
-        write_text_atomic(paths[2], json.dumps(desc, indent=2, ensure_ascii=False))
-        return paths
+        # no pad_token: open_clip pads with id 0, which is "!", and a declared pad token becomes
+        # special to transformers (it splits "!!!"); tokenizer.json's own padding pads with 0
+        specials = {"bos_token": _HF_SOT, "eos_token": _HF_EOT, "unk_token": _HF_EOT}
+        return paths + _write_hf_files(d, self.hf_backend(), meta, specials, self.context_length)
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> "OpenClipTokenizer":
         d = Path(directory)
-        desc = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+        desc = _edgeclip_meta(d) or json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
         lines = (d / desc["files"]["merges"]).read_text(encoding="utf-8").split("\n")
         merges = [ln for ln in lines[1:] if ln]
         tok = cls(desc["context_length"], merges=merges)
         if tok.vocab_size != desc["vocab_size"]:
-            raise InputError(f"{d}: merges.txt gives vocab {tok.vocab_size}, tokenizer.json says "
+            raise InputError(f"{d}: merges.txt gives vocab {tok.vocab_size}, the tokenizer files say "
                              f"{desc['vocab_size']}; re-export the tokenizer")
         return tok
+
+
+def _write_hf_files(d: Path, backend, meta: dict, specials: dict, context_length: int,
+                    tokenizer_class: str = "PreTrainedTokenizerFast") -> list[Path]:
+    """tokenizer.json (the ``tokenizers`` file) and tokenizer_config.json (transformers' reader
+    needs it; edgeclip's own description of the framing sits in its ``edgeclip`` section)."""
+    cfg = {"tokenizer_class": tokenizer_class, "model_max_length": int(context_length),
+           **specials, "edgeclip": meta}
+    paths = [d / "tokenizer.json", d / "tokenizer_config.json"]
+    write_text_atomic(paths[0], backend.to_str(pretty=False))
+    write_text_atomic(paths[1], json.dumps(cfg, indent=2, ensure_ascii=False))
+    return paths
+
+
+def _edgeclip_meta(d: Path) -> dict:
+    cfg = d / "tokenizer_config.json"
+    return (json.loads(cfg.read_text(encoding="utf-8")).get("edgeclip") or {}) if cfg.is_file() else {}
 
 
 class HFTokenizer(Tokenizer):
@@ -203,16 +223,9 @@ class HFTokenizer(Tokenizer):
     def export(self, directory: str | Path) -> list[Path]:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        cfg = {
-            "tokenizer_class": self.tokenizer_class,
-            "model_max_length": self.context_length,
-            **self.special_tokens,
-            "edgeclip": {"type": self.kind, **self.describe()},
-        }
-        paths = [d / "tokenizer.json", d / "tokenizer_config.json"]
-        write_text_atomic(paths[0], self._backend.to_str(pretty=False))
-        write_text_atomic(paths[1], json.dumps(cfg, indent=2, ensure_ascii=False))
-        return paths
+        meta = {"type": self.kind, **self.describe()}
+        return _write_hf_files(d, self._backend, meta, self.special_tokens, self.context_length,
+                               self.tokenizer_class)
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> "HFTokenizer":
@@ -236,9 +249,12 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     path = d / "tokenizer.json"
     if not path.is_file():
         raise InputError(f"{d} has no tokenizer.json; export one with Tokenizer.export(dir)")
-    head = json.loads(path.read_text(encoding="utf-8"))
-    if head.get("type") == OpenClipTokenizer.kind:
+    kind = _edgeclip_meta(d).get("type")
+    if kind is None:  # older bundles kept edgeclip's openclip-bpe descriptor in tokenizer.json itself
+        head = json.loads(path.read_text(encoding="utf-8"))
+        kind = head.get("type") or ("hf" if "model" in head else None)
+    if kind == OpenClipTokenizer.kind:
         return OpenClipTokenizer.from_dir(d)
-    if "model" in head:
+    if kind == HFTokenizer.kind:
         return HFTokenizer.from_dir(d)
     raise InputError(f"{path} is neither an openclip-bpe descriptor nor a Hugging Face tokenizer file")

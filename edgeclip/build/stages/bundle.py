@@ -18,9 +18,14 @@ from .select import records as result_records
 
 __all__ = ["bundle", "TOKENIZER_SAMPLES"]
 
-# the bundle's tokenizer test vectors: an app checks its tokenizer against these ids
+# the bundle's tokenizer test vectors: an app checks its tokenizer against these ids. They cover
+# CJK, emoji (a ZWJ sequence too), accents, HTML entities, repeated and odd whitespace,
+# full-width forms and curly quotes (ftfy's fixes), the empty text and text longer than any context.
 TOKENIZER_SAMPLES = ["a photo of a cat", "a small red square left of a blue circle", "一只猫的照片",
-                     "Hello, World! 123", "a " * 100]
+                     "两个带条纹的蓝色小正方形，白色格子背景", "a red 圆形 🦄 and a 🐈‍⬛",
+                     "Crème brûlée à São Paulo, naïve Ærøskøbing", "Tom &amp; Jerry &lt;3 it&#39;s &quot;fine&quot;",
+                     "  a   lot\tof \n spaces  ", "ＦＵＬＬ width “curly” ‘quotes’ and the ﬁ ligature",
+                     "Hello, World! 123", "", "a " * 100]
 
 
 def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
@@ -81,7 +86,9 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
                           "in_graph": False},
         "tokenizer": {"type": m.tokenizer.kind, "context_length": m.tokenizer.context_length,
                       "vocab_size": m.tokenizer.vocab_size,
-                      "files": [f"tokenizer/{n}" for n in tok_files], "test_vectors": "tokenizer/test_vectors.json"},
+                      "files": [f"tokenizer/{n}" for n in tok_files], "test_vectors": "tokenizer/test_vectors.json",
+                      "format": "huggingface-tokenizers", "pad_id": m.tokenizer.pad_id, "eot_id": m.tokenizer.eot_id,
+                      "readers": bundle_manifest.tokenizer_readers(t.platform)},
         "labels": bundle_labels(out, ctx.plan.labels, m),
         "artifacts": arts,
         "reference": ref,
