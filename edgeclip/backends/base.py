@@ -106,6 +106,10 @@ class Backend(Protocol):
     def runner(self, artifact: Artifact, threads: int = 2) -> Runner | None:
         """None where this OS has no runtime for the format (CoreML off macOS)."""
 
+    def start_runtime(self) -> None:
+        """Import and start the format's runtime without loading an artifact, so that a runner's
+        ``load_ms`` and memory are the artifact's own (the bench worker times this apart)."""
+
     def why_no_runner(self, artifact: Artifact) -> str | None:
         """Why ``runner(artifact)`` is None here (e.g. a CoreML-delegated .pte on Linux)."""
 

@@ -280,3 +280,6 @@ class CoreMLBackend:
             return CoreMLRunner(artifact, threads)
         except Exception as e:
             raise ExportError(f"coreml: cannot load {artifact.path}: {e}; re-export it") from e
+
+    def start_runtime(self) -> None:
+        import coremltools  # noqa: F401

@@ -317,3 +317,9 @@ class ExecuTorchBackend:
             return None
         return ExecuTorchRunner(artifact, threads)
 
+    def start_runtime(self) -> None:
+        import torch  # noqa: F401  (the runner hands torch tensors to the method)
+        from executorch.runtime import Runtime
+
+        Runtime.get()
+

@@ -342,3 +342,6 @@ class LiteRTBackend:
             log.warning("litert: no runner: %s", why)
             return None
         return LiteRTRunner(artifact, threads)
+
+    def start_runtime(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401

@@ -313,3 +313,8 @@ class OnnxBackend:
             return None
         return OnnxRunner(artifact, threads)
 
+    def start_runtime(self) -> None:
+        import onnxruntime as ort
+
+        ort.get_available_providers()
+

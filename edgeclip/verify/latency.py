@@ -1,7 +1,11 @@
-"""Host latency of an artifact: warmup, N timed runs, p50/p90/min, load time, peak RSS.
+"""Host latency of an artifact: warmup, N timed runs, p50/p90/min, load time, memory.
 
-``measure_isolated`` runs the artifact in a fresh Python process so that load time is a cold
-load and peak RSS belongs to that artifact alone (plus the interpreter and its runtime).
+``measure_isolated`` runs the artifact in a fresh Python process that first starts the format's
+runtime alone (``runtime_start_ms``: imports, runtime singletons) and reads the idle runtime's
+resident memory (``runtime_rss_mb``). Then it loads the artifact: ``load_ms`` is that load on the
+started runtime, and ``memory_mb`` the artifact's own cost, the process's resident growth over
+the idle runtime (its peak when the peak came after the load, else the resident size after the
+timed runs). ``peak_rss_mb`` stays the whole process's peak, interpreter and torch included.
 Numbers are host numbers; they say how the artifact compares with its siblings on this
 machine, not what a phone will do.
 """
@@ -19,7 +23,8 @@ import numpy as np
 
 from ..errors import ExportError
 
-__all__ = ["Latency", "measure", "measure_isolated"]
+__all__ = ["Latency", "measure", "measure_isolated", "rss_now_mb", "artifact_memory_mb", "peak_rss_mb",
+           "reset_peak_rss"]
 
 
 @dataclass(frozen=True)
@@ -33,15 +38,58 @@ class Latency:
     min_ms: float
     load_ms: float
     peak_rss_mb: float
+    runtime_start_ms: float | None = None
+    runtime_rss_mb: float | None = None
+    memory_mb: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """The process's peak resident memory. Linux: VmHWM, which starts afresh at exec (getrusage's
+    ru_maxrss does not: a worker forked from a 2 GB test process reports 2 GB)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024.0 if sys.platform != "darwin" else kb / (1024.0 * 1024.0)
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak at the current resident size (Linux ``clear_refs`` 5), so the peak seen
+    afterwards belongs to what runs next; a no-op where the kernel does not offer it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def rss_now_mb() -> float | None:
+    """The process's resident memory now (Linux /proc); None where it cannot be read."""
+    import os
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def artifact_memory_mb(idle_rss: float | None, idle_peak: float, after_rss: float | None,
+                       end_peak: float) -> float:
+    """Resident growth over the idle runtime: the peak if it rose after the idle point (it then
+    belongs to load or runs), else the resident size after the runs (an import peaked higher)."""
+    if idle_rss is None:  # no /proc (macOS): the peak's growth is all there is
+        return max(end_peak - idle_peak, 0.0)
+    if end_peak > idle_peak:
+        return max(end_peak - idle_rss, 0.0)
+    return max((after_rss if after_rss is not None else idle_rss) - idle_rss, 0.0)
 
 
 def measure(runner, inputs: tuple[np.ndarray, ...], warmup: int = 3, runs: int = 20) -> Latency:
@@ -57,7 +105,7 @@ def measure(runner, inputs: tuple[np.ndarray, ...], warmup: int = 3, runs: int =
                    threads=int(getattr(runner, "threads", 0)), warmup=warmup, runs=runs,
                    p50_ms=float(np.percentile(t, 50)), p90_ms=float(np.percentile(t, 90)),
                    min_ms=float(t.min()), load_ms=float(getattr(runner, "load_ms", 0.0)),
-                   peak_rss_mb=_peak_rss_mb())
+                   peak_rss_mb=peak_rss_mb())
 
 
 def measure_isolated(artifact_json: Path, inputs: tuple[np.ndarray, ...], warmup: int = 3,

@@ -21,7 +21,7 @@ METRIC_UNITS = {
     "cosine_mean": "", "cosine_min": "", "psnr_db": "dB", "top1_agreement": "fraction",
     "zero_shot_top1": "fraction", "r1_agreement": "fraction", "r5_agreement": "fraction",
     "latency_p50_ms": "ms", "latency_p90_ms": "ms", "latency_p95_ms": "ms", "latency_min_ms": "ms", "load_ms": "ms",
-    "peak_rss_mb": "MB", "size_mb": "MB", "delegated_fraction": "fraction",
+    "runtime_start_ms": "ms", "memory_mb": "MB", "peak_rss_mb": "MB", "size_mb": "MB", "delegated_fraction": "fraction",
     "compute_delegated_fraction": "fraction", "gflop": "GFLOP", "build_s": "s", "roofline_ratio": "x",
 }
 
@@ -100,8 +100,8 @@ def records_table(records: Iterable[Record], metrics: list[str]) -> list[list[st
 
 def _markdown(records: list[Record], machine: dict, extra_md: str) -> str:
     acc = ["cosine_mean", "cosine_min", "psnr_db", "top1_agreement", "r1_agreement", "zero_shot_top1"]
-    perf = ["latency_p50_ms", "latency_p90_ms", "load_ms", "peak_rss_mb", "size_mb", "delegated_fraction",
-            "compute_delegated_fraction"]
+    perf = ["latency_p50_ms", "latency_p90_ms", "load_ms", "memory_mb", "runtime_start_ms", "size_mb",
+            "delegated_fraction", "compute_delegated_fraction"]
     out = ["# edgeclip build report", "",
            f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores), {machine.get('os')}, "
            f"torch {machine.get('torch')}", ""]

@@ -106,7 +106,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     result.runner, result.metrics = v["runner"], v["metrics"]
     result.emulated, result.verified = bool(v.get("emulated")), v["runner"] is not None
 
-    bench_key = stable_hash("bench", export_key, t.bench, ctx.versions)
+    bench_key = stable_hash("bench/2", export_key, t.bench, ctx.versions)  # /2: runtime start-up timed apart
 
     def run_bench(tmp: Path):
         from ...verify.latency import measure_isolated

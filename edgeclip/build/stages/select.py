@@ -65,9 +65,11 @@ def records(ctx, res) -> list:
         if k in METRIC_UNITS:
             out.append(Record(**base, metric=k, value=v))
     if res.latency:
-        for k, m in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"),
-                     ("load_ms", "load_ms"), ("peak_rss_mb", "peak_rss_mb")):
-            out.append(Record(**base, metric=m, value=res.latency[k]))
+        # the artifact's own load and memory, the runtime's start-up apart (verify.latency says how)
+        for k, m in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("load_ms", "load_ms"),
+                     ("runtime_start_ms", "runtime_start_ms"), ("memory_mb", "memory_mb")):
+            if res.latency.get(k) is not None:
+                out.append(Record(**base, metric=m, value=res.latency[k]))
     out.append(Record(**base, metric="size_mb", value=res.artifact["size_bytes"] / 1e6))
     if res.artifact.get("delegated_fraction") is not None:
         out.append(Record(**base, metric="delegated_fraction", value=res.artifact["delegated_fraction"]))
