@@ -142,6 +142,14 @@ def _compress(ml, method, paths: dict[str, str], notes: list[str]):
     return fn(ml, cfg)
 
 
+def _input_dtype(x):
+    """coremltools takes uint8 inputs (in-graph preprocessing, iOS17+) only as its own MIL type."""
+    from coremltools.converters.mil.mil import types
+
+    dt = x.numpy().dtype.type
+    return types.uint8 if dt is np.uint8 else dt
+
+
 def _apply_metadata(ml, spec: ExportSpec, in_names, out_names) -> None:
     md = dict(spec.metadata)
     ml.author = md.get("author", "edgeclip")
@@ -232,7 +240,7 @@ class CoreMLBackend:
             ml = ct.convert(
                 program, convert_to="mlprogram", minimum_deployment_target=target,
                 compute_precision=precision, compute_units=getattr(ct.ComputeUnit, cu),
-                inputs=[ct.TensorType(name=n, shape=tuple(x.shape), dtype=x.numpy().dtype.type)
+                inputs=[ct.TensorType(name=n, shape=tuple(x.shape), dtype=_input_dtype(x))
                         for n, x in zip(in_names, ex)],
                 outputs=[ct.TensorType(name=out_names[0], dtype=np.float32)],
                 skip_model_load=True,
@@ -282,4 +290,6 @@ class CoreMLBackend:
             raise ExportError(f"coreml: cannot load {artifact.path}: {e}; re-export it") from e
 
     def start_runtime(self) -> None:
-        import coremltools  # noqa: F401
+        import importlib
+
+        importlib.import_module("coremltools")

@@ -318,8 +318,11 @@ class ExecuTorchBackend:
         return ExecuTorchRunner(artifact, threads)
 
     def start_runtime(self) -> None:
-        import torch  # noqa: F401  (the runner hands torch tensors to the method)
+        import importlib
+
         from executorch.runtime import Runtime
+
+        importlib.import_module("torch")  # the runner hands torch tensors to the method
 
         Runtime.get()
 

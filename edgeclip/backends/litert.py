@@ -344,4 +344,6 @@ class LiteRTBackend:
         return LiteRTRunner(artifact, threads)
 
     def start_runtime(self) -> None:
-        from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+        import importlib
+
+        importlib.import_module("ai_edge_litert.interpreter")

@@ -90,6 +90,9 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
         where = "recipe export.towers" if recipe.export.towers else f"target {target.name}"
         raise ConfigError(f"{where} asks for the zero-shot-head tower, which needs a label set; pass "
                           "--labels labels.txt (one label per line) or set export.labels in the recipe")
+    if target.in_graph_preprocess and not {"image", "zero-shot-head"} & set(towers):
+        raise ConfigError(f"target {target.name} sets in_graph_preprocess, which changes only image inputs, "
+                          f"but builds no image tower ({', '.join(towers)}); drop the key or add the image tower")
     plan = Plan(recipe=recipe, target=target, out_dir=out_dir, towers=towers, labels=labels)
     if not recipe.distill:
         plan.notes.append("no distillation stage: the teacher is compiled as it is")

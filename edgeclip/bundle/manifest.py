@@ -121,7 +121,8 @@ def artifact_entry(art: dict, *, file: str, shipped: bool, why_not_shipped: str 
             "runtime": runtime, "metrics": metrics, "delegated_fraction": art.get("delegated_fraction"),
             "compute_delegated_fraction": art.get("extra", {}).get("compute_delegated_fraction"),
             "not_delegated": art.get("not_delegated", []), "notes": art.get("notes", []),
-            "thresholds": thresholds}
+            "thresholds": thresholds,
+            "in_graph_preprocess": bool(art.get("extra", {}).get("in_graph_preprocess"))}
 
 
 def artifact_from_entry(bundle_dir: Path, a: dict):
@@ -133,7 +134,8 @@ def artifact_from_entry(bundle_dir: Path, a: dict):
                     input_shapes=[t["shape"] for t in a["inputs"]],
                     input_dtypes=[t["dtype"] for t in a["inputs"]],
                     output_shapes=[t["shape"] for t in a["outputs"]],
-                    output_dtypes=[t["dtype"] for t in a["outputs"]])
+                    output_dtypes=[t["dtype"] for t in a["outputs"]],
+                    extra={"in_graph_preprocess": bool(a.get("in_graph_preprocess"))})
 
 
 def remove_stale(folder: Path, keep: set[str]) -> None:

@@ -83,8 +83,14 @@ class BundleRunner:
             except BadImage as e:  # not an image, truncated, a decompression bomb: the input's fault
                 raise InputError(f"image {path!r}: {e}; pass a JPEG, PNG or another image file Pillow "
                                  "can decode") from e
-        px = preprocess_images(imgs, p["image_size"], p["mean"], p["std"], p["resize_mode"]).numpy()
-        return self._rows("image", px)
+        self.runner("image")
+        entry = self.runners["image"][0]
+        if entry.get("in_graph_preprocess"):  # the artifact normalizes: hand it resized 0..255 RGB, NHWC
+            raw = preprocess_images(imgs, p["image_size"], (0.0,) * 3, (1 / 255.0,) * 3, p["resize_mode"]).numpy()
+            px = np.clip(np.rint(raw), 0, 255).transpose(0, 2, 3, 1).astype(entry["inputs"][0]["dtype"])
+        else:
+            px = preprocess_images(imgs, p["image_size"], p["mean"], p["std"], p["resize_mode"]).numpy()
+        return self._rows("image", np.ascontiguousarray(px))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         return self._rows("text", self.tokenizer.encode(texts).astype(np.int32))

@@ -75,12 +75,13 @@ def compute_reference(image_tower, text_tower, encode_text: Callable[[list[str]]
     """``groups`` are ``edgeclip.build.evalset.Group``; English prompts drive zero-shot metrics."""
     import torch
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pixels, image_group, labels = [], [], []
+    pixels, images, image_group, labels = [], [], [], []
     cap_text, cap_image, cap_lang = [], [], []
     prm_text, prm_class = [], []
     class_names, class_group, offset, n_img = [], [], 0, 0
     for gi, g in enumerate(groups):
         pixels.append(pixels_of(g.images))
+        images.append(np.asarray(g.images, np.uint8))
         n = len(g.images)
         image_group += [gi] * n
         labels += (list(g.labels + offset) if g.labels is not None else [-1] * n)
@@ -98,6 +99,9 @@ def compute_reference(image_tower, text_tower, encode_text: Callable[[list[str]]
         n_img += n
     a: dict[str, np.ndarray] = {
         "pixels": np.ascontiguousarray(np.concatenate(pixels).astype(np.float32)),
+        # the decoded uint8[N,S,S,3] images the pixels came from: artifacts with in-graph
+        # preprocessing take these
+        "images": np.ascontiguousarray(np.concatenate(images)),
         "image_group": np.array(image_group, np.int32), "labels": np.array(labels, np.int64),
         "caption_ids": encode_text(cap_text).astype(np.int32),
         "caption_image": np.array(cap_image, np.int64), "caption_lang": np.array(cap_lang),

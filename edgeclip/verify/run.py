@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["open_runner", "why_no_runner", "run_rows", "batch_of", "tower_outputs", "check_artifact"]
+__all__ = ["open_runner", "why_no_runner", "run_rows", "batch_of", "takes_raw_pixels", "image_inputs",
+           "tower_outputs", "check_artifact"]
 
 
 def open_runner(art, threads: int = 2):
@@ -45,13 +46,29 @@ def batch_of(art) -> int:
     return max(1, int(art.input_shapes[0][0]))
 
 
-def tower_outputs(runner, ref, tower: str, n: int = 1) -> dict[str, np.ndarray]:
+def takes_raw_pixels(art) -> bool:
+    """True for an image artifact with in-graph preprocessing: ``[B,S,S,3]`` pixels 0..255 in."""
+    return bool(art.extra.get("in_graph_preprocess"))
+
+
+def image_inputs(art, ref) -> np.ndarray:
+    """The reference images as the artifact takes them: normalized float NCHW pixels, or the
+    decoded uint8 NHWC images (in the artifact's input dtype) where it preprocesses in the graph."""
+    if not takes_raw_pixels(art):
+        return ref.pixels
+    if "images" not in ref.arrays:
+        from ..errors import InputError
+        raise InputError("the reference predates stored raw images, which an artifact with in-graph "
+                         "preprocessing needs; recompute it (edgeclip reference, or rebuild)")
+    return ref.images.astype(art.input_dtypes[0])
+
+
+def tower_outputs(runner, ref, art) -> dict[str, np.ndarray]:
     """The outputs ``reference.evaluate`` scores: images, or captions then prompts (a zero-shot
-    head: its logits on the reference images); ``n``: the artifact's fixed batch."""
-    if tower == "image":
-        return {"image": run_rows(runner, ref.pixels, n)}
-    if tower == "zero-shot-head":
-        return {"logits": run_rows(runner, ref.pixels, n)}
+    head: its logits on the reference images), fed in the artifact's fixed batch and input form."""
+    n = batch_of(art)
+    if art.tower in ("image", "zero-shot-head"):
+        return {"image" if art.tower == "image" else "logits": run_rows(runner, image_inputs(art, ref), n)}
     return {"text": run_rows(runner, ref.caption_ids, n), "prompt": run_rows(runner, ref.prompt_ids, n)}
 
 
@@ -66,7 +83,7 @@ def check_artifact(art, ref, threads: int = 2, head: tuple[np.ndarray, float] | 
     if runner is None:
         return {"runner": None, "emulated": False, "metrics": {},
                 "why": f"{why_no_runner(art)}; the artifact was converted but not run"}
-    outputs = tower_outputs(runner, ref, art.tower, batch_of(art))
+    outputs = tower_outputs(runner, ref, art)
     if art.tower == "zero-shot-head":
         metrics = evaluate_head(ref, outputs["logits"], *head)
     else:

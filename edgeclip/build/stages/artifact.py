@@ -21,17 +21,23 @@ __all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "artifact"]
 
 CALIBRATED = ("int8-static", "w8a8")
 MIL_INTERPRETER_VERSION = 1  # bump when edgeclip.verify.mil changes what it computes
+# in-graph preprocessing takes uint8 pixels; coremltools 9 declares no uint8 tensor input (it
+# casts it back to int32 at the boundary), so CoreML artifacts take int32 0..255
+_RAW_DTYPES = {"coreml": "int32"}
 _IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids",), ("text_embedding",)),
              "zero-shot-head": (("pixels",), ("logits",))}
 
 
-def _calibration(model, tower: str, n: int, seed: int) -> list[tuple[np.ndarray, ...]]:
+def _calibration(model, tower: str, n: int, seed: int, raw_dtype=None) -> list[tuple[np.ndarray, ...]]:
+    """Calibration inputs as the artifact takes them (``raw_dtype``: in-graph preprocessing, the
+    decoded uint8 NHWC images in the artifact's input dtype)."""
     from ...models import preprocess_images
     from ..evalset import calibration_images
     f = model.facts
     images, caps = calibration_images(n, f.image_size, seed)
     if tower in ("image", "zero-shot-head"):
-        px = preprocess_images(images, f.image_size, f.mean, f.std, f.resize_mode).numpy()
+        px = images.astype(raw_dtype) if raw_dtype is not None else \
+            preprocess_images(images, f.image_size, f.mean, f.std, f.resize_mode).numpy()
         return [(np.ascontiguousarray(px[i:i + 1]),) for i in range(n)]
     ids = model.tokenizer.encode(caps).astype(np.int32)
     return [(np.ascontiguousarray(ids[i:i + 1]),) for i in range(n)]
@@ -51,12 +57,15 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     q = r.quantization
     label = f"{p.backend} {p.tower} {p.quant}"
     head = p.tower == "zero-shot-head"
+    raw = t.in_graph_preprocess and p.tower in ("image", "zero-shot-head")  # raw pixels in, normalized inside
+    raw_dtype = _RAW_DTYPES.get(p.backend, "uint8") if raw else None
     ls = ctx.plan.labels
     if head and ls is None:  # make_plan refuses this; a hand-made plan gets the same message
         raise ConfigError("the zero-shot-head tower needs a label set; pass --labels labels.txt")
     export_key = stable_hash("export", model_key, p, entry.options, q.params.get(p.quant, {}),
                              q.keep_float, q.calibration_samples if p.quant in CALIBRATED else 0,
-                             t.batch_size, ctx.versions, *([ls.labels, ls.templates] if head else []))
+                             t.batch_size, ctx.versions, *([ls.labels, ls.templates] if head else []),
+                             *(["in-graph"] if raw else []))
     backend = BACKENDS.get(p.backend)
 
     def run_export(tmp: Path):
@@ -66,9 +75,16 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
         tower = m.tower("zero-shot-head", ls.labels, ls.templates) if head else m.tower(p.tower)
         if head:  # the fp32 head's label matrix: verify compares the artifact with it
             write_head(tmp, tower, ls)
+        if raw:
+            import torch
+            image = m.image.with_preprocess((m.facts.image_size,) * 2, input_dtype=getattr(torch, raw_dtype))
+            if head:
+                tower.image = image
+            else:
+                tower = image
         example = tuple(x.contiguous() for x in tower.example_inputs(t.batch_size))
         ins, outs = _IO_NAMES[p.tower]
-        calib = _calibration(m, p.tower, q.calibration_samples, r.seed) if p.quant in CALIBRATED else None
+        calib = _calibration(m, p.tower, q.calibration_samples, r.seed, raw_dtype) if p.quant in CALIBRATED else None
         options = dict(entry.options)
         options.update(q.params.get(p.quant, {}))
         if q.keep_float:
@@ -76,10 +92,14 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
         metadata = {"author": "edgeclip", "license": "see the teacher's license",
                     "description": f"{r.name} {p.tower} tower ({p.quant})",
                     "preprocessing": json.dumps(m.facts.to_dict())}
+        if raw:
+            s = m.facts.image_size
+            metadata["input:pixels"] = (f"{raw_dtype}[B,{s},{s},3] RGB pixels 0..255 (NHWC) resized to {s}x{s}; "
+                                        "normalized inside the model")
         if head:
-            metadata.update({"input:pixels": "float32[B,3,H,W] RGB pixels, resized and normalized (see preprocessing)",
-                             "output:logits": f"float32[B,{len(ls.labels)}] logit_scale x cosine per label, "
-                                              "in the order of labels/labels.json"})
+            metadata.setdefault("input:pixels", "float32[B,3,H,W] RGB pixels, resized and normalized (see preprocessing)")
+            metadata.update({"output:logits": f"float32[B,{len(ls.labels)}] logit_scale x cosine per label, "
+                                               "in the order of labels/labels.json"})
         spec = ExportSpec(tower=p.tower, quant=p.quant, input_names=ins, output_names=outs,
                           calibration=calib, options=options, name=f"{p.tower}-{p.quant}", metadata=metadata)
         art = backend.export(tower, example, spec, tmp)
@@ -87,6 +107,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
             np.save(tmp / f"example-{i}.npy", x.cpu().numpy())
         d = art.to_dict()
         d["path"] = Path(art.path).name
+        d["extra"]["in_graph_preprocess"] = bool(raw)
         (tmp / "artifact.json").write_text(json.dumps(d, indent=2, default=str))
 
     export_dir = ctx.timed(f"export {label}", "export", export_key, ctx.cache, run_export, quiet=True)

@@ -18,6 +18,17 @@ from .select import records as result_records
 
 __all__ = ["bundle", "TOKENIZER_SAMPLES"]
 
+
+def _preprocessing(f, in_graph: bool, arts: list[dict]) -> dict:
+    """What an app does to a decoded image before the image artifacts: with in-graph
+    preprocessing only the resize to image_size (the artifact casts, normalizes and transposes)."""
+    out = {"image_size": f.image_size, "mean": list(f.mean), "std": list(f.std), "resize_mode": f.resize_mode,
+           "input_layout": "NCHW", "input_dtype": "float32", "in_graph": bool(in_graph)}
+    if in_graph:
+        dtypes = sorted({a["inputs"][0]["dtype"] for a in arts if a["tower"] in ("image", "zero-shot-head")})
+        out.update(input_layout="NHWC", input_dtype="/".join(dtypes) or "uint8")
+    return out
+
 # the bundle's tokenizer test vectors: an app checks its tokenizer against these ids. They cover
 # CJK, emoji (a ZWJ sequence too), accents, HTML entities, repeated and odd whitespace,
 # full-width forms and curly quotes (ftfy's fixes), the empty text and text longer than any context.
@@ -81,9 +92,7 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
                   "params": {"image": f.params_image, "text": f.params_text},
                   "flops": {"image": f.flops_image, "text": f.flops_text}, "distill": distill},
         "target": {"name": t.name, "platform": t.platform},
-        "preprocessing": {"image_size": f.image_size, "mean": list(f.mean), "std": list(f.std),
-                          "resize_mode": f.resize_mode, "input_layout": "NCHW", "input_dtype": "float32",
-                          "in_graph": False},
+        "preprocessing": _preprocessing(f, t.in_graph_preprocess, arts),
         "tokenizer": {"type": m.tokenizer.kind, "context_length": m.tokenizer.context_length,
                       "vocab_size": m.tokenizer.vocab_size,
                       "files": [f"tokenizer/{n}" for n in tok_files], "test_vectors": "tokenizer/test_vectors.json",

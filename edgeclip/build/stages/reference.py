@@ -14,7 +14,7 @@ from ..context import stage_model
 
 __all__ = ["REFERENCE_FORMAT", "reference"]
 
-REFERENCE_FORMAT = 2  # bump when what the reference stage writes changes (2: recipe, weights, eval_key)
+REFERENCE_FORMAT = 3  # bump when what the reference stage writes changes (2: recipe, weights, eval_key; 3: images)
 
 
 def reference(ctx, model_dir: Path, model_key: str, device: str | None = None) -> tuple[Path, str]:
