@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from edgeclip.bundle.labels import DEFAULT_TEMPLATES
 from edgeclip.bundle.snippets import parse_tensor_lines
 
 _EXT = {"coreml": ".mlpackage", "litert": ".tflite", "executorch": ".pte", "onnx": ".onnx"}
@@ -64,7 +65,8 @@ def assert_snippet_matches(text: str, manifest: dict, backend: str) -> None:
     names = {t["name"] for a in arts for kind in ("inputs", "outputs") for t in a[kind]}
     used = set(re.findall(r'mapOf\("([^"]+)" to', code))
     used |= set(re.findall(r'featureValue\(for: "([^"]+)"\)', code)) | set(re.findall(r'dictionary: \["([^"]+)"', code))
-    if backend in ("litert", "coreml"):  # names are how these runtimes bind tensors: all used, none invented
+    used |= set(re.findall(r'run\(\{ "([^"]+)":', code)) | set(re.findall(r'results\["([^"]+)"\]', code))
+    if backend in ("litert", "coreml", "onnx"):  # names are how these runtimes bind tensors: all used, none invented
         assert used == names, (used, names)
     files = {a["file"] for a in arts}
     quoted = set(re.findall(r'"(artifacts/[^"]+)"', code))
@@ -78,8 +80,10 @@ def assert_snippet_matches(text: str, manifest: dict, backend: str) -> None:
             assert f"longArrayOf({shape})" in code
         elif backend == "coreml":
             assert f"shape: [{shape}]" in code
+        elif backend == "onnx":
+            assert f'new ort.Tensor("{i["dtype"]}", ' in code and f"[{shape}])" in code
         else:
-            n = 4
+            n = 1 if i["dtype"] == "uint8" else 4
             for d in i["shape"]:
                 n *= d
             assert f"allocateDirect({n})" in code
@@ -90,11 +94,47 @@ def assert_snippet_matches(text: str, manifest: dict, backend: str) -> None:
         assert str(value) in code, value
     for f in t["files"] + [t["test_vectors"]]:
         assert f in text
+    # the platform's reader of tokenizer.json, never "write your own port"
+    reader = {"litert": "HuggingFaceTokenizer.newInstance", "executorch": "HuggingFaceTokenizer.newInstance",
+              "coreml": "AutoTokenizer.from(modelFolder:", "onnx": "new PreTrainedTokenizer("}[backend]
+    assert reader in code and not re.search(r"(your|bpe) port", text.lower())
+    # normalization (mean/std arithmetic) happens in the app exactly when the graph does not do it
+    assert bool(re.search(r"(STD|std)\[c\]", code)) != bool(p.get("in_graph")), "preprocessing does not follow the manifest"
     if manifest.get("labels"):
         lab = manifest["labels"]
         assert f'"{lab["file"]}"' in code and f'"{lab["embeddings_file"]}"' in code
         assert f"[{lab['count']}, {lab['embed_dim']}]" in text
     assert_balanced(text)
+
+
+def fake_manifest(platform: str, backends: list[str], labels: bool = True, in_graph: bool = False) -> dict:
+    """A hand-written manifest with image, text and zero-shot-head artifacts per backend;
+    ``in_graph``: image inputs are raw RGB 0..255 NHWC (uint8; int32 on CoreML)."""
+    arts = []
+    for b in backends:
+        ext = {"coreml": ".mlpackage", "litert": ".tflite", "executorch": ".pte", "onnx": ".onnx"}[b]
+        px = ("pixels", "float32", [1, 3, 224, 224]) if not in_graph else \
+            ("pixels", "int32" if b == "coreml" else "uint8", [1, 224, 224, 3])
+        for tower, ins, outs in (("image", px, ("image_embedding", "float32", [1, 512])),
+                                 ("text", ("input_ids", "int32", [1, 77]), ("text_embedding", "float32", [1, 512])),
+                                 ("zero-shot-head", px, ("logits", "float32", [1, 5]))):
+            arts.append({"file": f"artifacts/{b}-{tower}-fp16{ext}", "backend": b, "tower": tower, "quant": "fp16",
+                         "shipped": True, "inputs": [dict(zip(("name", "dtype", "shape"), ins))],
+                         "outputs": [dict(zip(("name", "dtype", "shape"), outs))]})
+    arts.append({**arts[0], "file": "artifacts/not-shipped.x", "shipped": False})
+    lab = {"names": ["cat", "dog", "一只鸟", 'say "hi"', "{}"], "count": 5, "templates": list(DEFAULT_TEMPLATES),
+           "file": "labels/labels.json", "embeddings_file": "labels/label_embeddings.npy", "embed_dim": 512}
+    return {"edgeclip_version": "0.1.0", "model": {"recipe": "r", "uri": "openclip:ViT-B-32", "embed_dim": 512,
+                                                   "logit_scale": 100.0},
+            "target": {"name": "t", "platform": platform},
+            "preprocessing": {"image_size": 224, "mean": [0.48145466, 0.4578275, 0.40821073],
+                              "std": [0.26862954, 0.26130258, 0.27577711], "resize_mode": "shortest",
+                              "input_layout": "NHWC" if in_graph else "NCHW",
+                              "input_dtype": "uint8" if in_graph else "float32", "in_graph": in_graph},
+            "tokenizer": {"type": "openclip-bpe", "context_length": 77, "files": ["tokenizer/vocab.json",
+                          "tokenizer/merges.txt", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"],
+                          "test_vectors": "tokenizer/test_vectors.json", "pad_id": 0, "eot_id": 49407},
+            "labels": lab if labels else None, "artifacts": arts, "bench": {"threads": 4}}
 
 
 def as_backend(manifest: dict, backend: str, platform: str) -> dict:

@@ -101,7 +101,8 @@ def test_bundle_carries_labels_and_head_and_validates(built):
     report = json.loads((built.bundle / "report.json").read_text())
     assert {r["metric"] for r in report["results"] if r["tower"] == "zero-shot-head"} >= {
         "cosine_mean", "top1_agreement", "latency_p50_ms"}
-    assert m["snippets"] == []  # an ONNX web bundle: no Swift/Kotlin snippet applies
+    # an ONNX web bundle: the onnxruntime-web + transformers.js snippet, nothing for Swift/Kotlin
+    assert [(e["file"], e["language"]) for e in m["snippets"]] == [("snippets/EdgeClip.js", "javascript")]
 
 
 def test_head_artifact_equals_the_fp32_torch_head(built):
@@ -239,7 +240,7 @@ def test_snippets_agree_with_the_real_manifest(built, tmp_path):
     from edgeclip.bundle.snippets import write_snippets
     real = load_manifest(built.bundle)
     for backend, platform, name in (("litert", "android", "LiteRT.kt"), ("executorch", "android", "ExecuTorch.kt"),
-                                    ("coreml", "ios", "CoreML.swift")):
+                                    ("coreml", "ios", "CoreML.swift"), ("onnx", "web", "EdgeClip.js")):
         m = as_backend(real, backend, platform)
         entries = write_snippets(tmp_path / backend, m)
         assert [e["file"] for e in entries] == [f"snippets/{name}"]

@@ -16,7 +16,7 @@ from edgeclip.bundle.labels import DEFAULT_TEMPLATES, read_labels_file, resolve_
 from edgeclip.config import ExportConfig
 from edgeclip.bundle.snippets import render_snippets, write_snippets
 
-from _bundle_checks import assert_balanced, assert_snippet_matches
+from _bundle_checks import assert_balanced, assert_snippet_matches, fake_manifest as _manifest
 from _tiny_configs import MINI_TARGET
 
 RECIPE = """
@@ -123,31 +123,6 @@ def test_not_a_bundle_is_one_line(tmp_path, capsys):
     assert "neither a bundle folder nor a zip archive" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "missing.zip")]) == 2
     assert "no such bundle" in capsys.readouterr().err
-
-
-def _manifest(platform: str, backends: list[str], labels: bool = True) -> dict:
-    arts = []
-    for b in backends:
-        ext = {"coreml": ".mlpackage", "litert": ".tflite", "executorch": ".pte"}[b]
-        px = ("pixels", "float32", [1, 3, 224, 224])
-        for tower, ins, outs in (("image", px, ("image_embedding", "float32", [1, 512])),
-                                 ("text", ("input_ids", "int32", [1, 77]), ("text_embedding", "float32", [1, 512])),
-                                 ("zero-shot-head", px, ("logits", "float32", [1, 5]))):
-            arts.append({"file": f"artifacts/{b}-{tower}-fp16{ext}", "backend": b, "tower": tower, "quant": "fp16",
-                         "shipped": True, "inputs": [dict(zip(("name", "dtype", "shape"), ins))],
-                         "outputs": [dict(zip(("name", "dtype", "shape"), outs))]})
-    arts.append({**arts[0], "file": "artifacts/not-shipped.x", "shipped": False})
-    lab = {"names": ["cat", "dog", "一只鸟", 'say "hi"', "{}"], "count": 5, "templates": list(DEFAULT_TEMPLATES),
-           "file": "labels/labels.json", "embeddings_file": "labels/label_embeddings.npy", "embed_dim": 512}
-    return {"edgeclip_version": "0.1.0", "model": {"recipe": "r", "uri": "openclip:ViT-B-32", "embed_dim": 512,
-                                                   "logit_scale": 100.0},
-            "target": {"name": "t", "platform": platform},
-            "preprocessing": {"image_size": 224, "mean": [0.48145466, 0.4578275, 0.40821073],
-                              "std": [0.26862954, 0.26130258, 0.27577711], "resize_mode": "shortest",
-                              "input_layout": "NCHW", "input_dtype": "float32"},
-            "tokenizer": {"type": "openclip-bpe", "context_length": 77, "files": ["tokenizer/vocab.json",
-                          "tokenizer/merges.txt"], "test_vectors": "tokenizer/test_vectors.json"},
-            "labels": lab if labels else None, "artifacts": arts, "bench": {"threads": 4}}
 
 
 @pytest.mark.parametrize("labels", [True, False])

@@ -13,6 +13,8 @@ import torch
 from edgeclip.cli import main
 from edgeclip.errors import ConfigError
 
+from _bundle_checks import assert_snippet_matches
+
 pytestmark = [pytest.mark.slow, pytest.mark.toolchain]
 
 RECIPE = """
@@ -89,6 +91,11 @@ def test_raw_pixel_artifacts_build_verify_and_predict_on_every_backend(tmp_path,
     assert all(not a["in_graph_preprocess"] for a in m["artifacts"] if a["tower"] == "text")
     assert main(["verify", str(out)]) == 0
     capsys.readouterr()
+    snippets = {e["file"]: e["backend"] for e in m["snippets"]}
+    assert snippets == {"snippets/LiteRT.kt": "litert", "snippets/ExecuTorch.kt": "executorch",
+                        "snippets/CoreML.swift": "coreml"}
+    for f, backend in snippets.items():  # raw NHWC pixels, no normalization in the app
+        assert_snippet_matches((out / f).read_text(), m, backend)
 
     photo = tmp_path / "chelsea.png"
     Image.fromarray(data.chelsea()).save(photo)

@@ -2,10 +2,16 @@
 
 - ``CoreML.swift``: a bundle with shipped CoreML artifacts (iOS/macOS targets).
 - ``LiteRT.kt`` / ``ExecuTorch.kt``: an Android bundle with shipped LiteRT / ExecuTorch artifacts.
+- ``EdgeClip.js``: a web bundle with shipped ONNX artifacts (onnxruntime-web).
+
+Tokenizers come from the platform's reader of the bundle's Hugging Face ``tokenizer.json``:
+DJL's tokenizers on Android, swift-transformers on iOS, transformers.js on the web; each snippet
+frames the ids (pad, truncate keeping end-of-text) itself, so a reader's padding defaults do not matter.
 
 Each snippet loads the bundle's shipped artifacts by file name, feeds and reads them by the exact
 input/output names, shapes and dtypes of the manifest, spells out the preprocessing (resize mode,
-size, mean/std, NCHW float32), notes the tokenizer (files, test vectors, context length) and
+size, mean/std, NCHW float32, or with in-graph preprocessing the raw NHWC pixels), loads the
+tokenizer (files, test vectors, context length) and
 ranks the bundle's label set with its stored label embeddings and logit scale. Every tensor a
 snippet uses is also listed in a ``// tensor FILE input|output NAME DTYPE [SHAPE]`` header line,
 which tests (and readers) compare with the manifest. Templates fill ``@@NAME@@`` placeholders, so
@@ -16,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..._io import write_text_atomic
+from ._js import onnx_web_js
 from ._kotlin import executorch_kt, litert_kt
 from ._swift import coreml_swift
 from ._text import by_tower, fill, header, parse_tensor_lines, shape_text, tensor_lines
@@ -31,6 +38,10 @@ def render_snippets(manifest: dict) -> dict[str, tuple[str, str, list[dict], str
     coreml = by_tower(manifest, "coreml")
     if coreml:
         out["CoreML.swift"] = ("swift", "coreml", list(coreml.values()), coreml_swift(manifest, coreml))
+    if platform == "web":
+        onnx = by_tower(manifest, "onnx")
+        if onnx:
+            out["EdgeClip.js"] = ("javascript", "onnx", list(onnx.values()), onnx_web_js(manifest, onnx))
     if platform == "android":
         lite = by_tower(manifest, "litert")
         if lite:

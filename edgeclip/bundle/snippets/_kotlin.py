@@ -6,25 +6,58 @@ from ._text import fill, header, shape_text
 
 _COMMON = '''
 object EdgeClipBundle {
-    // Preprocessing (the artifacts take already preprocessed pixels, NCHW float32):
-    // RGB (composite transparent pixels over white); resize mode "@@RESIZE@@" (squash: resize the
-    // whole image to @@S@@x@@S@@; shortest: first center-crop the largest square, offsets rounded
-    // half-to-even); bilinear resize without antialiasing; then (value / 255 - MEAN[c]) / STD[c].
+    // Preprocessing@@PREDOC@@
     const val IMAGE_SIZE = @@S@@
     const val RESIZE_MODE = "@@RESIZE@@"
     val MEAN = floatArrayOf(@@MEAN@@)
     val STD = floatArrayOf(@@STD@@)
     const val EMBED_DIM = @@DIM@@
     const val LOGIT_SCALE = @@SCALE@@f  // logits = LOGIT_SCALE * cosine, then softmax
-    // Tokenizer (@@TOKTYPE@@): @@TOKFILES@@. Ids are int32 [1, @@CTX@@]:
-    // start-of-text, tokens, end-of-text, zero-padded to CONTEXT_LENGTH (longer text: truncated with
-    // end-of-text kept last). Check your port against @@TESTVEC@@ (text -> ids).
+    // Tokenizer (@@TOKTYPE@@): @@TOKFILES@@. tokenizer.json is the Hugging Face tokenizers file:
+    // EdgeClipTokenizer reads it with DJL. Ids are int32 [1, @@CTX@@]: start-of-text, tokens,
+    // end-of-text, padded with PAD_ID to CONTEXT_LENGTH (longer text: truncated, end-of-text kept
+    // last). @@TESTVEC@@ holds text -> ids pairs to check the app's tokenizer with once.
     const val CONTEXT_LENGTH = @@CTX@@
-@@LABELCONST@@}
+    const val PAD_ID = @@PAD@@
+    const val EOT_ID = @@EOT@@
+    val TOKENIZER_FILES = listOf(@@TOKLIST@@)
+@@LABELCONST@@
+    /** Tokenizer ids -> exactly CONTEXT_LENGTH ids: truncated with end-of-text kept last, padded. */
+    fun frame(ids: LongArray): IntArray {
+        val out = IntArray(CONTEXT_LENGTH) { PAD_ID }
+        for (i in 0 until minOf(ids.size, CONTEXT_LENGTH)) out[i] = ids[i].toInt()
+        if (ids.size > CONTEXT_LENGTH) out[CONTEXT_LENGTH - 1] = EOT_ID
+        return out
+    }
+}
+
+fun assetFile(context: Context, path: String): String {
+    val file = File(context.filesDir, path)
+    if (!file.exists()) {
+        file.parentFile?.mkdirs()
+        context.assets.open(path).use { input -> file.outputStream().use { input.copyTo(it) } }
+    }
+    return file.absolutePath
+}
+
+/** The bundle's tokenizer through DJL's Hugging Face tokenizers binding (it reads tokenizer.json). */
+class EdgeClipTokenizer(context: Context) : AutoCloseable {
+    private val tok: HuggingFaceTokenizer
+
+    init {
+        val files = EdgeClipBundle.TOKENIZER_FILES.map { assetFile(context, it) }  // DJL reads files, not assets
+        tok = HuggingFaceTokenizer.newInstance(Paths.get(files.first { it.endsWith("tokenizer.json") }))
+    }
+
+    /** Text -> int32 ids for the text tower. */
+    fun ids(text: String): IntArray = EdgeClipBundle.frame(tok.encode(text).ids)
+
+    override fun close() = tok.close()
+}
 
 object EdgeClipPreprocess {
-    /** Bitmap -> float32 [1, 3, @@S@@, @@S@@] in NCHW order, the bundle's preprocessing. */
-    fun pixels(src: Bitmap): FloatArray {
+    /** Bitmap -> @@PIXDOC@@, the bundle's preprocessing. */
+    fun pixels(src: Bitmap): @@PIXTYPE@@ {
         val s = EdgeClipBundle.IMAGE_SIZE
         var bmp = src
         if (EdgeClipBundle.RESIZE_MODE == "shortest" && bmp.width != bmp.height) {
@@ -36,15 +69,7 @@ object EdgeClipPreprocess {
         val scaled = Bitmap.createScaledBitmap(bmp, s, s, true)  // filter = true: bilinear
         val argb = IntArray(s * s)
         scaled.getPixels(argb, 0, s, 0, 0, s, s)
-        val out = FloatArray(3 * s * s)
-        for (i in 0 until s * s) {
-            val p = argb[i]
-            val rgb = intArrayOf((p shr 16) and 0xFF, (p shr 8) and 0xFF, p and 0xFF)
-            for (c in 0 until 3) {
-                out[c * s * s + i] = (rgb[c] / 255.0f - EdgeClipBundle.MEAN[c]) / EdgeClipBundle.STD[c]
-            }
-        }
-        return out
+@@PIXLOOP@@
     }
 }
 
@@ -98,6 +123,32 @@ fun assetBytes(context: Context, path: String): ByteArray =
     context.assets.open(path).use { it.readBytes() }
 '''
 
+_PRE_FLOAT = (''' (the artifacts take already preprocessed pixels, NCHW float32):
+    // RGB (composite transparent pixels over white); resize mode "@@RESIZE@@" (squash: resize the
+    // whole image to @@S@@x@@S@@; shortest: first center-crop the largest square, offsets rounded
+    // half-to-even); bilinear resize without antialiasing; then (value / 255 - MEAN[c]) / STD[c].''',
+              "float32 [1, 3, @@S@@, @@S@@] in NCHW order", "FloatArray", '''        val out = FloatArray(3 * s * s)
+        for (i in 0 until s * s) {
+            val p = argb[i]
+            val rgb = intArrayOf((p shr 16) and 0xFF, (p shr 8) and 0xFF, p and 0xFF)
+            for (c in 0 until 3) {
+                out[c * s * s + i] = (rgb[c] / 255.0f - EdgeClipBundle.MEAN[c]) / EdgeClipBundle.STD[c]
+            }
+        }
+        return out''')
+_PRE_RAW = (''' in the graph: the image artifacts take RGB pixels 0..255, NHWC uint8
+    // [1, @@S@@, @@S@@, 3], and normalize them themselves (MEAN/STD below are for reading). The app only
+    // resizes: resize mode "@@RESIZE@@" (squash: the whole image to @@S@@x@@S@@; shortest: first
+    // center-crop the largest square, offsets rounded half-to-even), bilinear, RGB over white.''',
+            "uint8 [1, @@S@@, @@S@@, 3] RGB in NHWC order", "ByteArray", '''        val out = ByteArray(3 * s * s)
+        for (i in 0 until s * s) {
+            val p = argb[i]
+            out[3 * i] = ((p shr 16) and 0xFF).toByte()
+            out[3 * i + 1] = ((p shr 8) and 0xFF).toByte()
+            out[3 * i + 2] = (p and 0xFF).toByte()
+        }
+        return out''')
+
 _LABELCONST = '''    // Label set: @@K@@ labels (@@LJSON@@), embeddings float32 [@@K@@, @@DIM@@] (@@LNPY@@), one row per
     // label: the mean over the templates @@TEMPLATES@@ of the fp32 text embeddings, L2-normalized.
     const val LABELS_JSON = "@@LJSON@@"
@@ -114,7 +165,12 @@ def _common(manifest: dict) -> str:
     label_const = _NO_LABELS if not lab else fill(_LABELCONST, {
         "K": lab["count"], "DIM": lab["embed_dim"], "LJSON": lab["file"], "LNPY": lab["embeddings_file"],
         "TEMPLATES": ", ".join(repr(x) for x in lab["templates"])})
-    return fill(_COMMON, {
+    predoc, pixdoc, pixtype, pixloop = _PRE_RAW if p.get("in_graph") else _PRE_FLOAT
+    text = _COMMON.replace("@@PREDOC@@", predoc).replace("@@PIXDOC@@", pixdoc).replace(
+        "@@PIXTYPE@@", pixtype).replace("@@PIXLOOP@@", pixloop)
+    return fill(text, {
+        "PAD": t.get("pad_id", 0), "EOT": t.get("eot_id", 0),
+        "TOKLIST": ", ".join(f'"{f}"' for f in t["files"]),
         "S": p["image_size"], "RESIZE": p["resize_mode"], "MEAN": ", ".join(f"{v!r}f" for v in p["mean"]),
         "STD": ", ".join(f"{v!r}f" for v in p["std"]), "DIM": m["embed_dim"], "SCALE": repr(float(m["logit_scale"])),
         "TOKTYPE": t["type"], "TOKFILES": ", ".join(t["files"]), "CTX": t["context_length"],
@@ -156,7 +212,7 @@ _ET_TOWER = '''
 
 _TOWER_DOC = {"image": ("embedImage", "bitmap: Bitmap", "Image -> L2-normalized embedding.",
                         "EdgeClipPreprocess.pixels(bitmap)"),
-              "text": ("embedText", "ids: IntArray", "Token ids (see CONTEXT_LENGTH) -> L2-normalized embedding.",
+              "text": ("embedText", "ids: IntArray", "Token ids (EdgeClipTokenizer.ids(text)) -> L2-normalized embedding.",
                        "ids"),
               "zero-shot-head": ("headLogits", "bitmap: Bitmap",
                                  "Image -> logits over the bundle's labels (already scaled): softmax them.",
@@ -171,7 +227,9 @@ def _tower_fn(template: str, tower: str, a: dict) -> str:
     for d in i["shape"]:
         n *= int(d)
     itemsize = 4 if i["dtype"] in ("float32", "int32") else 1
-    put = f"asIntBuffer().put({data})" if i["dtype"] == "int32" else f"asFloatBuffer().put({data})"
+    put = {"int32": f"asIntBuffer().put({data})", "uint8": f"put({data})"}.get(i["dtype"], f"asFloatBuffer().put({data})")
+    if template is _ET_TOWER and i["dtype"] == "uint8":  # a Java byte[] is signed: say the bytes are uint8
+        template = template.replace("Tensor.fromBlob(", "Tensor.fromBlobUnsigned(")
     return fill(template, {"DOC": doc, "FN": fn, "ARG": arg, "BYTES": n * itemsize, "IN": i["name"],
                            "INDTYPE": i["dtype"], "INSHAPE": shape_text(i["shape"]), "PUT": put,
                            "OUTARRAY": _kotlin_array(o["shape"]), "OUT": o["name"], "OUTDTYPE": o["dtype"],
@@ -214,19 +272,23 @@ def litert_kt(manifest: dict, towers: dict) -> str:
     fns = "".join(_tower_fn(_LITERT_TOWER, t, towers[t]) for t in _tower_order(towers))
     return (header(manifest, arts, "LiteRT.kt") + '''
 // Gradle: implementation("com.google.ai.edge.litert:litert:1.+") (LiteRT keeps the org.tensorflow.lite
-// package). Copy the bundle's artifacts/, labels/ and tokenizer/ into src/main/assets/ keeping their paths,
+// package), and for the tokenizer implementation("ai.djl.huggingface:tokenizers:0.+") with
+// implementation("ai.djl.android:tokenizer-native:0.+") (DJL's Android build of Hugging Face tokenizers). Copy the bundle's artifacts/, labels/ and tokenizer/ into src/main/assets/ keeping their paths,
 // and keep .tflite files uncompressed: androidResources { noCompress += "tflite" }.
 package edgeclip.litert
 
+import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer
 import android.content.Context
 import android.graphics.Bitmap
 import org.json.JSONObject
 import org.tensorflow.lite.Interpreter
+import java.io.File
 import java.io.FileInputStream
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import java.nio.MappedByteBuffer
 import java.nio.channels.FileChannel
+import java.nio.file.Paths
 import kotlin.math.exp
 import kotlin.math.sqrt
 ''' + _common(manifest) + '''
@@ -256,12 +318,14 @@ def executorch_kt(manifest: dict, towers: dict) -> str:
                       for t in _tower_order(towers))
     fns = "".join(_tower_fn(_ET_TOWER, t, towers[t]) for t in _tower_order(towers))
     return (header(manifest, arts, "ExecuTorch.kt") + '''
-// Gradle: implementation("org.pytorch:executorch-android:1.+"). Copy the bundle's artifacts/, labels/ and
+// Gradle: implementation("org.pytorch:executorch-android:1.+"), and for the tokenizer
+// implementation("ai.djl.huggingface:tokenizers:0.+") with implementation("ai.djl.android:tokenizer-native:0.+"). Copy the bundle's artifacts/, labels/ and
 // tokenizer/ into src/main/assets/ keeping their paths; Module.load needs a file path, so each .pte is
 // copied from the assets to filesDir once. Inputs and outputs are positional in a .pte: the names below
 // are the manifest's, for reading.
 package edgeclip.executorch
 
+import ai.djl.huggingface.tokenizers.HuggingFaceTokenizer
 import android.content.Context
 import android.graphics.Bitmap
 import org.json.JSONObject
@@ -271,18 +335,10 @@ import org.pytorch.executorch.Tensor
 import java.io.File
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
+import java.nio.file.Paths
 import kotlin.math.exp
 import kotlin.math.sqrt
 ''' + _common(manifest) + '''
-fun assetFile(context: Context, path: String): String {
-    val file = File(context.filesDir, path)
-    if (!file.exists()) {
-        file.parentFile?.mkdirs()
-        context.assets.open(path).use { input -> file.outputStream().use { input.copyTo(it) } }
-    }
-    return file.absolutePath
-}
-
 class EdgeClipExecuTorch(context: Context) {
 @@LOADS@@
 @@FNS@@@@CLASSIFY@@

@@ -9,30 +9,54 @@ _SWIFT = '''
 // Add each .mlpackage under artifacts/ to the Xcode target: Xcode compiles it into <name>.mlmodelc inside
 // the app bundle, which is what is loaded below. A .mlpackage downloaded at run time must be compiled
 // first: `let url = try await MLModel.compileModel(at: packageURL)`. Add labels/ and tokenizer/ as
-// folder references (blue folders) so their paths stay as in the bundle.
+// folder references (blue folders) so their paths stay as in the bundle. The tokenizer comes from
+// swift-transformers (Swift Package https://github.com/huggingface/swift-transformers, product Tokenizers),
+// which reads tokenizer/tokenizer.json and tokenizer_config.json.
 import CoreGraphics
 import CoreML
 import Foundation
+import Tokenizers
 
 enum EdgeClipBundle {
-    // Preprocessing (the models take already preprocessed pixels, NCHW float32 [1, 3, @@S@@, @@S@@]):
-    // RGB (composite transparent pixels over white); resize mode "@@RESIZE@@" (squash: resize the whole
-    // image to @@S@@x@@S@@; shortest: first center-crop the largest square, offsets rounded half-to-even);
-    // bilinear resize without antialiasing; then (value / 255 - mean[c]) / std[c].
+    // Preprocessing@@PREDOC@@
     static let imageSize = @@S@@
     static let resizeMode = "@@RESIZE@@"
     static let mean: [Float] = [@@MEAN@@]
     static let std: [Float] = [@@STD@@]
     static let embedDim = @@DIM@@
     static let logitScale: Float = @@SCALE@@  // logits = logitScale * cosine, then softmax
-    // Tokenizer (@@TOKTYPE@@): @@TOKFILES@@. Ids are int32 [1, @@CTX@@]: start-of-text, tokens,
-    // end-of-text, zero-padded to contextLength (longer text: truncated, end-of-text kept last).
-    // Check your BPE port against @@TESTVEC@@ (text -> ids).
+    // Tokenizer (@@TOKTYPE@@): @@TOKFILES@@. tokenizer.json is the Hugging Face tokenizers file;
+    // EdgeClipTokenizer loads it with swift-transformers. Ids are int32 [1, @@CTX@@]: start-of-text,
+    // tokens, end-of-text, padded with padId to contextLength (longer text: truncated, end-of-text kept
+    // last). @@TESTVEC@@ holds text -> ids pairs to check the app's tokenizer with once.
     static let contextLength = @@CTX@@
-@@LABELCONST@@}
+    static let padId: Int32 = @@PAD@@
+    static let eotId: Int32 = @@EOT@@
+@@LABELCONST@@
+    /// Tokenizer ids -> exactly contextLength ids: truncated with end-of-text kept last, padded.
+    static func frame(_ ids: [Int]) -> [Int32] {
+        var out = [Int32](repeating: padId, count: contextLength)
+        for i in 0..<min(ids.count, contextLength) { out[i] = Int32(ids[i]) }
+        if ids.count > contextLength { out[contextLength - 1] = eotId }
+        return out
+    }
+}
+
+/// The bundle's tokenizer through swift-transformers (tokenizer/ added as a folder reference).
+struct EdgeClipTokenizer {
+    let tokenizer: any Tokenizer
+
+    static func load() async throws -> EdgeClipTokenizer {
+        let folder = Bundle.main.resourceURL!.appendingPathComponent("tokenizer")
+        return EdgeClipTokenizer(tokenizer: try await AutoTokenizer.from(modelFolder: folder))
+    }
+
+    /// Text -> int32 ids for the text model.
+    func ids(_ text: String) -> [Int32] { EdgeClipBundle.frame(tokenizer.encode(text: text)) }
+}
 
 enum EdgeClipPreprocess {
-    /// CGImage -> MLMultiArray float32 [1, 3, @@S@@, @@S@@] (NCHW): the bundle's preprocessing.
+    /// CGImage -> MLMultiArray @@PIXDOC@@: the bundle's preprocessing.
     static func pixels(_ image: CGImage) throws -> MLMultiArray {
         let s = EdgeClipBundle.imageSize
         var src = image
@@ -50,14 +74,7 @@ enum EdgeClipPreprocess {
             ctx.interpolationQuality = .medium  // bilinear; the reference does not antialias
             ctx.draw(src, in: CGRect(x: 0, y: 0, width: s, height: s))
         }
-        let array = try MLMultiArray(shape: [@@PIXSHAPE@@], dataType: .float32)
-        let ptr = array.dataPointer.bindMemory(to: Float.self, capacity: 3 * s * s)
-        for i in 0..<(s * s) {
-            for c in 0..<3 {
-                ptr[c * s * s + i] = (Float(rgba[4 * i + c]) / 255 - EdgeClipBundle.mean[c]) / EdgeClipBundle.std[c]
-            }
-        }
-        return array
+@@PIXLOOP@@
     }
 }
 
@@ -123,6 +140,32 @@ final class EdgeClipCoreML {
 @@FNS@@@@CLASSIFY@@}
 '''
 
+_PRE_FLOAT = (''' (the models take already preprocessed pixels, NCHW float32 [1, 3, @@S@@, @@S@@]):
+    // RGB (composite transparent pixels over white); resize mode "@@RESIZE@@" (squash: resize the whole
+    // image to @@S@@x@@S@@; shortest: first center-crop the largest square, offsets rounded half-to-even);
+    // bilinear resize without antialiasing; then (value / 255 - mean[c]) / std[c].''',
+              "float32 [1, 3, @@S@@, @@S@@] (NCHW)", '''        let array = try MLMultiArray(shape: [@@PIXSHAPE@@], dataType: .float32)
+        let ptr = array.dataPointer.bindMemory(to: Float.self, capacity: 3 * s * s)
+        for i in 0..<(s * s) {
+            for c in 0..<3 {
+                ptr[c * s * s + i] = (Float(rgba[4 * i + c]) / 255 - EdgeClipBundle.mean[c]) / EdgeClipBundle.std[c]
+            }
+        }
+        return array''')
+# CoreML has no uint8 tensor inputs (coremltools casts them to int32): raw pixels go in as int32
+_PRE_RAW = (''' in the model: it takes RGB pixels 0..255 as int32 NHWC [1, @@S@@, @@S@@, 3] and
+    // normalizes them itself (mean/std below are for reading). The app only resizes: resize mode
+    // "@@RESIZE@@" (squash: the whole image to @@S@@x@@S@@; shortest: first center-crop the largest square,
+    // offsets rounded half-to-even), bilinear, RGB over white.''',
+            "int32 [1, @@S@@, @@S@@, 3] RGB 0..255 (NHWC)", '''        let array = try MLMultiArray(shape: [@@PIXSHAPE@@], dataType: .int32)
+        let ptr = array.dataPointer.bindMemory(to: Int32.self, capacity: 3 * s * s)
+        for i in 0..<(s * s) {
+            for c in 0..<3 {
+                ptr[3 * i + c] = Int32(rgba[4 * i + c])
+            }
+        }
+        return array''')
+
 _LABELCONST = '''    // Label set: @@K@@ labels (@@LJSON@@), embeddings float32 [@@K@@, @@DIM@@] (@@LNPY@@), one row
     // per label: the mean over the templates @@TEMPLATES@@ of the fp32 text embeddings, L2-normalized.
     static let labelsJSON = "@@LJSON@@"
@@ -144,7 +187,7 @@ _TOWER = '''
 
 _DOCS = {"image": ("embedImage", "_ image: CGImage", "Image -> L2-normalized embedding.",
                    "        let x = try EdgeClipPreprocess.pixels(image)\n"),
-         "text": ("embedText", "ids: [Int32]", "Token ids (contextLength of them) -> L2-normalized embedding.",
+         "text": ("embedText", "ids: [Int32]", "Token ids (EdgeClipTokenizer.ids(text)) -> L2-normalized embedding.",
                   "        let x = try MLMultiArray(shape: [@@INSHAPE@@], dataType: .int32)\n"
                   "        for (i, id) in ids.enumerated() { x[i] = NSNumber(value: id) }\n"),
          "zero-shot-head": ("headLogits", "_ image: CGImage",
@@ -197,7 +240,10 @@ def coreml_swift(manifest: dict, towers: dict) -> str:
     label_const = _NO_LABELS if not lab else fill(_LABELCONST, {
         "K": lab["count"], "DIM": lab["embed_dim"], "LJSON": lab["file"], "LNPY": lab["embeddings_file"],
         "TEMPLATES": ", ".join(repr(x) for x in lab["templates"])})
-    body = fill(_SWIFT, {
+    predoc, pixdoc, pixloop = _PRE_RAW if p.get("in_graph") else _PRE_FLOAT
+    text = _SWIFT.replace("@@PREDOC@@", predoc).replace("@@PIXDOC@@", pixdoc).replace("@@PIXLOOP@@", pixloop)
+    body = fill(text, {
+        "PAD": t.get("pad_id", 0), "EOT": t.get("eot_id", 0),
         "S": p["image_size"], "RESIZE": p["resize_mode"], "MEAN": ", ".join(repr(float(v)) for v in p["mean"]),
         "STD": ", ".join(repr(float(v)) for v in p["std"]), "DIM": m["embed_dim"],
         "SCALE": repr(float(m["logit_scale"])),
