@@ -96,7 +96,7 @@ def assert_snippet_matches(text: str, manifest: dict, backend: str) -> None:
         assert f in text
     # the platform's reader of tokenizer.json, never "write your own port"
     reader = {"litert": "HuggingFaceTokenizer.newInstance", "executorch": "HuggingFaceTokenizer.newInstance",
-              "coreml": "AutoTokenizer.from(modelFolder:", "onnx": "new PreTrainedTokenizer("}[backend]
+              "coreml": "AutoTokenizer.from(modelFolder:", "onnx": "new Tokenizer("}[backend]
     assert reader in code and not re.search(r"(your|bpe) port", text.lower())
     # normalization (mean/std arithmetic) happens in the app exactly when the graph does not do it
     assert bool(re.search(r"(STD|std)\[c\]", code)) != bool(p.get("in_graph")), "preprocessing does not follow the manifest"
@@ -160,3 +160,45 @@ def assert_tokenizer_json_reproduces_vectors(out: Path, manifest: dict) -> None:
     got = [e.ids for e in tok.encode_batch([v["text"] for v in vectors])]
     for v, ids in zip(vectors, got):
         assert ids == v["ids"], v["text"]
+
+
+JS_PACKAGES = Path(__file__).parent / "js" / "node_modules"  # `cd tests/js && npm ci --ignore-scripts`
+_JS_DRIVER = """
+import fs from "node:fs";
+// the page's fetch, for bundle files on disk: Node's fetch has no file: URLs
+globalThis.fetch = async (p) => ({ json: async () => JSON.parse(fs.readFileSync(p, "utf8")) });
+const [snippet, bundle, inputFile] = process.argv.slice(2);
+const input = JSON.parse(fs.readFileSync(inputFile, "utf8"));
+const { EdgeClipOnnx } = await import(snippet);
+const m = await EdgeClipOnnx.create(bundle + "/");
+const ids = input.vectors.map((t) => Array.from(m.tokenize(t)));
+const emb = [];
+for (const t of input.texts) emb.push(Array.from(await m.embedText(t)));
+console.log(JSON.stringify({ ids, emb }));
+"""
+
+
+def run_web_snippet(bundle: Path, tmp: Path, texts: list[str]) -> dict:
+    """Run the bundle's snippets/EdgeClip.js under Node with the real npm packages it imports
+    (onnxruntime-web, @huggingface/tokenizers): ``{"ids": ids of every test vector's text,
+    "emb": text embeddings of texts}``. Skips where Node or the packages are not installed."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    node = shutil.which("node")
+    if node is None or not JS_PACKAGES.is_dir():
+        pytest.skip("needs node and tests/js/node_modules (cd tests/js && npm ci --ignore-scripts)")
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "node_modules").symlink_to(JS_PACKAGES, target_is_directory=True)
+    (tmp / "EdgeClip.mjs").write_text((bundle / "snippets" / "EdgeClip.js").read_text())
+    (tmp / "driver.mjs").write_text(_JS_DRIVER)
+    vectors = json.loads((bundle / "tokenizer" / "test_vectors.json").read_text(encoding="utf-8"))
+    (tmp / "input.json").write_text(json.dumps({"vectors": [v["text"] for v in vectors], "texts": texts}))
+    r = subprocess.run([node, str(tmp / "driver.mjs"), str(tmp / "EdgeClip.mjs"), str(bundle), str(tmp / "input.json")],
+                       capture_output=True, text=True, cwd=tmp, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["want_ids"] = [v["ids"] for v in vectors]
+    return out

@@ -14,7 +14,7 @@ from edgeclip.distill.dcclip import DcClipOptions, _fold, check, parse_options, 
 from edgeclip.distill.losses import feature_loss
 from edgeclip.errors import ConfigError
 
-from _bundle_checks import assert_tokenizer_json_reproduces_vectors
+from _bundle_checks import assert_tokenizer_json_reproduces_vectors, run_web_snippet
 from _tiny_configs import build_mini
 
 
@@ -118,3 +118,5 @@ def test_two_stage_recipe_builds_with_its_multilingual_tokenizer(tmp_path, capsy
     vectors = json.loads((out / manifest["tokenizer"]["test_vectors"]).read_text())
     assert any(any("\u4e00" <= ch <= "\u9fff" for ch in json.dumps(v, ensure_ascii=False)) for v in vectors)
     assert_tokenizer_json_reproduces_vectors(out, manifest)  # DC-CLIP's own multilingual BPE
+    js = run_web_snippet(out, tmp_path / "node", ["一个红色的圆形"])  # and Tokenizers.js in the web snippet
+    assert js["ids"] == js["want_ids"]

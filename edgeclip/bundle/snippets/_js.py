@@ -1,15 +1,17 @@
-"""The JavaScript snippet for web bundles: onnxruntime-web sessions, transformers.js for the tokenizer."""
+"""The JavaScript snippet for web bundles: onnxruntime-web sessions, Tokenizers.js (the tokenizer
+library of transformers.js, ``@huggingface/tokenizers``) for the bundle's tokenizer.json."""
 from __future__ import annotations
 
 from ._text import fill, header, shape_text
 
 _JS = '''
-// npm install onnxruntime-web @huggingface/transformers. Serve the bundle folder as static files
+// npm install onnxruntime-web @huggingface/tokenizers. Serve the bundle folder as static files
 // (artifacts/, tokenizer/ and labels/ keep their paths); `base` is its URL, ending in "/".
 // onnxruntime-web runs the .onnx artifacts (WASM, SIMD and threads where the page is cross-origin
-// isolated); transformers.js reads tokenizer/tokenizer.json, the Hugging Face tokenizers file.
+// isolated); Tokenizers.js (the tokenizer of transformers.js, no dependencies) reads
+// tokenizer/tokenizer.json, the Hugging Face tokenizers file.
 import * as ort from "onnxruntime-web";
-import { PreTrainedTokenizer } from "@huggingface/transformers";
+import { Tokenizer } from "@huggingface/tokenizers";
 
 export const EdgeClipBundle = {
   // Preprocessing@@PREDOC@@
@@ -36,12 +38,11 @@ export function frame(ids) {
   return out;
 }
 
-/** The bundle's tokenizer through transformers.js: text -> framed int32 ids. */
+/** The bundle's tokenizer through Tokenizers.js: text -> framed int32 ids. */
 export async function loadTokenizer(base = "./") {
   const get = (path) => fetch(base + path).then((r) => r.json());
-  const tokenizer = new PreTrainedTokenizer(await get("tokenizer/tokenizer.json"),
-                                            await get("tokenizer/tokenizer_config.json"));
-  return (text) => frame(tokenizer.encode(text));
+  const tokenizer = new Tokenizer(await get("tokenizer/tokenizer.json"), await get("tokenizer/tokenizer_config.json"));
+  return (text) => frame(tokenizer.encode(text).ids);
 }
 
 function roundHalfEven(x) {
