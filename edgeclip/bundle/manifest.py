@@ -22,13 +22,14 @@ __all__ = ["MANIFEST_SCHEMA", "manifest_schema", "file_hashes", "write_manifest"
 MANIFEST_SCHEMA = "edgeclip.manifest/1"
 
 # libraries that read tokenizer/tokenizer.json (the Hugging Face tokenizers file) per platform;
-# the Python `tokenizers` reader is the one the tests run here, the others read the same format
+# the tests run the Python `tokenizers` reader and Tokenizers.js (under Node); DJL and
+# swift-transformers read the same format but no JVM/Swift runtime for them runs here
 _TOKENIZER_READERS = {
     "android": ["ai.djl.huggingface:tokenizers (HuggingFaceTokenizer.newInstance(path))"],
     "ios": ["swift-transformers Tokenizers (AutoTokenizer.from(modelFolder:))"],
     "macos": ["swift-transformers Tokenizers (AutoTokenizer.from(modelFolder:))"],
-    "web": ["@huggingface/transformers (transformers.js: PreTrainedTokenizer from tokenizer.json + "
-            "tokenizer_config.json)"],
+    "web": ["@huggingface/tokenizers (Tokenizers.js, the tokenizer of transformers.js: new Tokenizer(json, "
+            "config); tested under Node)"],
     "linux": ["tokenizers (Rust crate: Tokenizer::from_file)"],
 }
 _PYTHON_READER = "tokenizers (Python: tokenizers.Tokenizer.from_file; tested)"
