@@ -14,7 +14,7 @@ import numpy as np
 from ..config import DataSource
 from ..errors import ConfigError
 
-__all__ = ["Group", "load_eval_groups", "calibration_images"]
+__all__ = ["Group", "load_eval_groups", "calibration_images", "label_domain", "labels_in_domain"]
 
 
 @dataclass
@@ -27,6 +27,30 @@ class Group:
     class_prompts: dict[str, list[list[str]]] | None = None  # lang -> per class, templates
     skipped: int = 0                    # bad images left out under on_bad_image: skip
     bad: tuple[str, ...] = ()           # "name: reason" of the first few
+    source: str = ""                    # the data source: synthetic, digits, photos, csv, folder, webdataset
+
+
+def label_domain(recipe) -> str:
+    """What the built model's weights learned: ``none`` (random init: a builtin without pretraining
+    or distillation, an ``openclip:NAME`` without a tag), ``web`` (a pretrained ``openclip:NAME/TAG``,
+    ``openclip:NAME//file`` or ``hf:`` checkpoint, and students distilled from one) or ``world``
+    (edgeclip's own training on the embedded world: a pretrained builtin, a ``file:`` checkpoint,
+    students distilled from those or from a random teacher)."""
+    t = recipe.teacher
+    if t.startswith("hf:") or (t.startswith("openclip:") and "/" in t[len("openclip:"):]):
+        domain = "web"
+    elif t.startswith("openclip:") or (t.startswith("builtin:") and not recipe.pretrain):
+        domain = "none"
+    else:
+        domain = "world"
+    return domain if not recipe.distill or domain == "web" else "world"
+
+
+def labels_in_domain(source: str, domain: str) -> bool:
+    """Does absolute zero-shot accuracy on a group from ``source`` mean something for weights of
+    ``domain`` (``label_domain``)? Random weights: never; web-pretrained: every labelled source is a
+    zero-shot task of theirs; the embedded world: its synthetic scenes, not digits or photos."""
+    return domain == "web" or (domain == "world" and source == "synthetic")
 
 
 def _synthetic(src: DataSource, size: int, seed: int) -> Group:
@@ -40,7 +64,7 @@ def _synthetic(src: DataSource, size: int, seed: int) -> Group:
         caps["zh"] = list(ev.captions_zh)
         prompts["zh"] = ev.labels_set.prompts("zh")
     return Group(f"synthetic-{src.split}-{kind}", np.ascontiguousarray(ev.images), caps,
-                 ev.labels.astype(np.int64), tuple(ev.label_names), prompts)
+                 ev.labels.astype(np.int64), tuple(ev.label_names), prompts, source="synthetic")
 
 
 def _real(src: DataSource, size: int) -> Group:
@@ -56,7 +80,7 @@ def _real(src: DataSource, size: int) -> Group:
         caps["zh"] = list(ev.captions_zh)
         prompts["zh"] = [[p] for p in ev.class_prompts_zh]
     return Group(src.source, np.ascontiguousarray(ev.images), caps, ev.labels.astype(np.int64),
-                 tuple(ev.label_names), prompts)
+                 tuple(ev.label_names), prompts, source=src.source)
 
 
 def _user(src: DataSource, size: int) -> Group:
@@ -78,7 +102,7 @@ def _user(src: DataSource, size: int) -> Group:
         raise ConfigError(f"data source {src.source} at {src.path} yielded no usable image-caption pairs"
                           + (f" ({skipped} bad images skipped, first: {bad[0]})" if bad else ""))
     return Group(f"{src.source}:{src.path}", np.ascontiguousarray(np.stack(images)), {"en": caps},
-                 skipped=skipped, bad=bad)
+                 skipped=skipped, bad=bad, source=src.source)
 
 
 def load_eval_groups(sources: tuple[DataSource, ...], image_size: int, seed: int = 0) -> list[Group]:

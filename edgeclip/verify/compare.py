@@ -32,17 +32,22 @@ def _key(r: dict) -> tuple:
     return (r["model"], r["target"], r["backend"], r["tower"], r["quant"])
 
 
+def _metric(r: dict) -> str:
+    """The metric's name, with the evaluation group of a per-group record: zero_shot_top1[digits]."""
+    return r["metric"] + (f"[{r['group']}]" if r.get("group") else "")
+
+
 def _accuracy_drops(new: list[dict], base: list[dict], max_drop: float) -> list[Shortfall]:
-    old = {(_key(r), r["metric"]): r["value"] for r in base
+    old = {(_key(r), _metric(r)): r["value"] for r in base
            if r["metric"] in ACCURACY_METRICS and r["value"] is not None}
     out = []
     for r in new:
-        k = (_key(r), r["metric"])
+        k = (_key(r), _metric(r))
         if k not in old or r["value"] is None:
             continue
         limit = old[k] - max_drop
         if r["value"] < limit:
-            out.append(Shortfall("/".join(_key(r)[2:]), r["metric"], r["value"], limit, ">="))
+            out.append(Shortfall("/".join(_key(r)[2:]), _metric(r), r["value"], limit, ">="))
     return out
 
 

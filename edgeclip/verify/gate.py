@@ -43,18 +43,25 @@ def _name(r: Record) -> str:
 def check_accuracy(records: list[Record], thresholds: dict[str, Thresholds]) -> list[Shortfall]:
     """``thresholds`` maps artifact name ``backend/tower/quant`` to its merged Thresholds."""
     by_artifact: dict[str, dict[str, float | None]] = {}
+    zero_shot: dict[str, dict[str, float | None]] = {}  # artifact -> group -> accuracy
     for r in records:
-        by_artifact.setdefault(_name(r), {})[r.metric] = r.value
+        if r.group:
+            if r.metric == "zero_shot_top1":
+                zero_shot.setdefault(_name(r), {})[r.group] = r.value
+        else:
+            by_artifact.setdefault(_name(r), {})[r.metric] = r.value
     out: list[Shortfall] = []
     for name, th in thresholds.items():
         values = by_artifact.get(name, {})
         skip = _NOT_APPLICABLE.get(name.split("/")[1] if name.count("/") == 2 else "", ())
         for metric, op in _ACCURACY.items():
-            if metric in skip:
-                continue
             limit = getattr(th, metric)
-            if limit is None or metric not in values and metric in ("zero_shot_top1",):
-                continue  # absolute accuracy only where labels exist
+            if metric in skip or limit is None:
+                continue
+            if metric == "zero_shot_top1":  # every group whose labels the model learned, each on its own
+                out += [Shortfall(name, f"zero_shot_top1[{g}]", v, limit, op)
+                        for g, v in zero_shot.get(name, {}).items() if v is None or v < limit]
+                continue
             v = values.get(metric)
             if v is None or v < limit:
                 out.append(Shortfall(name, metric, v, limit, op))

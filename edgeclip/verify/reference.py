@@ -18,7 +18,8 @@ from .._io import write_json_atomic
 from .metrics import (TIE_MARGIN, agrees_within, embedding_metrics, margin_summary, retrieval_agreement,
                       top1_agreement, top_gaps)
 
-__all__ = ["Reference", "compute_reference", "evaluate", "evaluate_head", "class_embeddings", "reference_margins", "margins_md"]
+__all__ = ["Reference", "compute_reference", "evaluate", "evaluate_head", "class_embeddings", "reference_margins",
+           "margins_md", "group_info", "reference_zero_shot"]
 
 
 @dataclass
@@ -201,9 +202,55 @@ def evaluate(ref: Reference, tower: str, outputs: dict[str, np.ndarray]) -> dict
         ref_pred = _group_argmax(ref_scores, cls_idx)
         out_pred = _group_argmax(_group_scores(out_img, out_cls, rows, cls_idx), cls_idx)
         m["top1_agreement"] = _group_agreement(ref_scores, out_pred, cls_idx)
-        m["zero_shot_top1"] = float(np.mean(out_pred == ref.labels[rows]))
-        m["reference_zero_shot_top1"] = float(np.mean(ref_pred == ref.labels[rows]))
+        m["zero_shot_groups"] = _per_group(ref, rows, cls_idx, ref_scores, ref_pred, out_pred)
     return m
+
+
+def reference_zero_shot(ref: Reference) -> dict[str, dict]:
+    """Per labelled group: classes, chance, whether the model learned such labels, and the fp32
+    reference's own zero-shot accuracy (where it means something)."""
+    if not len(ref.class_group):
+        return {}
+    groups = evaluate(ref, "image", {"image": ref.image_emb})["zero_shot_groups"]
+    info = group_info(ref)
+    return {name: {"classes": info.get(name, {}).get("classes"), "source": info.get(name, {}).get("source", ""),
+                   "chance": g["chance"], "in_domain": g["in_domain"], "n": g["n"],
+                   "reference_top1": g["reference_top1"]} for name, g in groups.items()}
+
+
+def group_info(ref: Reference) -> dict[str, dict]:
+    """Per labelled group: source, classes, chance, in_domain (references made before edgeclip
+    recorded it: chance from the class count, in_domain unknown, None)."""
+    info = ref.info.get("group_info")
+    if info is not None:
+        return info
+    names = ref.info.get("groups", [])
+    out = {}
+    for gi in sorted(set(ref.class_group.tolist())):
+        k = int(np.sum(ref.class_group == gi))
+        out[names[gi] if gi < len(names) else f"group-{gi}"] = {"source": "", "classes": k, "chance": 1.0 / k,
+                                                                "in_domain": None}
+    return out
+
+
+def _per_group(ref, rows, cls_idx, ref_scores, ref_pred, out_pred) -> dict[str, dict]:
+    """Zero-shot per evaluation group, never averaged across groups (class counts and domains
+    differ): the artifact's agreement with the fp32 reference always; absolute accuracy (the
+    artifact's and the reference's, beside chance) only where the model learned such labels."""
+    info, names = group_info(ref), ref.info.get("groups", [])
+    group_of_row = ref.image_group[rows]
+    out = {}
+    for gi in sorted(set(group_of_row.tolist())):
+        name = names[gi] if gi < len(names) else f"group-{gi}"
+        g = info.get(name, {})
+        sel = np.flatnonzero(group_of_row == gi)
+        truth = ref.labels[rows][sel]
+        trained = g.get("in_domain") is not False
+        out[name] = {"n": int(len(sel)), "chance": g.get("chance"), "in_domain": g.get("in_domain"),
+                     "agreement": _group_agreement([ref_scores[k] for k in sel], out_pred[sel], [cls_idx[k] for k in sel]),
+                     "top1": float(np.mean(out_pred[sel] == truth)) if trained else None,
+                     "reference_top1": float(np.mean(ref_pred[sel] == truth)) if trained else None}
+    return out
 
 
 

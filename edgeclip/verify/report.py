@@ -14,7 +14,8 @@ from typing import Iterable
 
 from .._io import atomic_target, write_json_atomic, write_text_atomic
 
-__all__ = ["SCHEMA", "Record", "METRIC_UNITS", "machine_info", "write_report", "read_report", "records_table"]
+__all__ = ["SCHEMA", "Record", "METRIC_UNITS", "machine_info", "write_report", "read_report", "records_table",
+           "metric_records", "zero_shot_md"]
 
 SCHEMA = "edgeclip.report/1"
 METRIC_UNITS = {
@@ -38,6 +39,7 @@ class Record:
     metric: str
     value: float | None
     unit: str = ""
+    group: str = ""  # an evaluation group's name for per-group metrics (zero-shot); "" for the whole set
 
     def __post_init__(self):
         if self.metric not in METRIC_UNITS:
@@ -46,7 +48,46 @@ class Record:
             object.__setattr__(self, "unit", METRIC_UNITS[self.metric])
 
     def key(self) -> tuple:
-        return (self.model, self.target, self.backend, self.tower, self.quant, self.metric)
+        return (self.model, self.target, self.backend, self.tower, self.quant, self.metric, self.group)
+
+
+def metric_records(base: dict, metrics: dict) -> list[Record]:
+    """Records of one artifact's verify metrics: the whole-set ones, then per zero-shot group its
+    agreement with the reference and, where the model learned such labels, its accuracy."""
+    out = [Record(**base, metric=k, value=v) for k, v in metrics.items() if k in METRIC_UNITS]
+    for name, g in (metrics.get("zero_shot_groups") or {}).items():
+        out.append(Record(**base, metric="top1_agreement", value=g["agreement"], group=name))
+        if g.get("top1") is not None:
+            out.append(Record(**base, metric="zero_shot_top1", value=g["top1"], group=name))
+    return out
+
+
+def zero_shot_md(reference_groups: dict[str, dict], records: list[Record]) -> str:
+    """The report's per-group zero-shot table: chance, the fp32 reference and each artifact, never
+    an average across groups; a group whose labels the model never learned shows agreement only."""
+    if not reference_groups:
+        return ""
+    arts = sorted({(r.backend, r.tower, r.quant) for r in records if r.group and r.tower != "zero-shot-head"})
+    cell = {(r.backend, r.tower, r.quant, r.group, r.metric): r.value for r in records if r.group}
+    out = ["## Zero-shot accuracy per evaluation group", "",
+           "| group | classes | chance | fp32 reference | " + " | ".join("/".join(a) for a in arts) + " |",
+           "|" + "---|" * (4 + len(arts))]
+    untrained = []
+    for name, g in reference_groups.items():
+        trained = g.get("in_domain") is not False
+        if not trained:
+            untrained.append(name)
+        vals = [f"{cell[(*a, name, 'zero_shot_top1')]:.3f}" if trained and (*a, name, "zero_shot_top1") in cell
+                else (f"agr {cell[(*a, name, 'top1_agreement')]:.3f}" if (*a, name, "top1_agreement") in cell else "-")
+                for a in arts]
+        ref = f"{g['reference_top1']:.3f}" if trained and g.get("reference_top1") is not None else "not trained on these labels"
+        chance = f"{g['chance']:.3f}" if g.get("chance") else "-"
+        out.append(f"| {name} | {g.get('classes', '-')} | {chance} | {ref} | " + " | ".join(vals) + " |")
+    out.append("")
+    if untrained:
+        out.append(f"The model's weights never learned the labels of {', '.join(untrained)}: absolute accuracy there says "
+                   "nothing, so those rows give each artifact's top-1 agreement with the fp32 reference (agr) only.")
+    return "\n".join(out)
 
 
 def machine_info() -> dict:
@@ -93,13 +134,15 @@ def records_table(records: Iterable[Record], metrics: list[str]) -> list[list[st
     """Rows ``[backend, tower, quant, runner, metric values...]``, one per artifact."""
     rows: dict[tuple, dict] = {}
     for r in records:
+        if r.group:  # per-group values have their own table
+            continue
         k = (r.backend, r.tower, r.quant, r.runner + (" (emulated)" if r.emulated else ""))
         rows.setdefault(k, {})[r.metric] = _fmt(r.value, r.unit)
     return [[*k, *(vals.get(m, "-") for m in metrics)] for k, vals in rows.items()]
 
 
 def _markdown(records: list[Record], machine: dict, extra_md: str) -> str:
-    acc = ["cosine_mean", "cosine_min", "psnr_db", "top1_agreement", "r1_agreement", "zero_shot_top1"]
+    acc = ["cosine_mean", "cosine_min", "psnr_db", "top1_agreement", "r1_agreement"]
     perf = ["latency_p50_ms", "latency_p90_ms", "load_ms", "memory_mb", "runtime_start_ms", "size_mb",
             "delegated_fraction", "compute_delegated_fraction"]
     out = ["# edgeclip build report", "",
@@ -122,7 +165,8 @@ def _plot(records: list[Record], path: Path) -> None:
     import matplotlib.pyplot as plt
     pts: dict[tuple, dict] = {}
     for r in records:
-        pts.setdefault((r.backend, r.tower, r.quant), {})[r.metric] = r.value
+        if not r.group:
+            pts.setdefault((r.backend, r.tower, r.quant), {})[r.metric] = r.value
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for (backend, tower, quant), m in sorted(pts.items()):
         if m.get("latency_p50_ms") is None or m.get("cosine_mean") is None:

@@ -45,8 +45,8 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     from ...bundle.snippets import write_snippets
     from ...verify import refstore
     from ...verify.distill_summary import distill_md, distill_summaries
-    from ...verify.reference import Reference, margins_md, reference_margins
-    from ...verify.report import write_report
+    from ...verify.reference import Reference, margins_md, reference_margins, reference_zero_shot
+    from ...verify.report import write_report, zero_shot_md
     out, r, t = ctx.out, ctx.plan.recipe, ctx.plan.target
     t0 = time.perf_counter()
     m = stage_model(model_dir)
@@ -79,11 +79,13 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
         arts.append(entry)
     bundle_manifest.remove_stale(out / "artifacts", keep)  # an earlier build's artifacts must not ride along
     distill = distill_summaries(ctx.distill_dirs)
-    margins = reference_margins(Reference.load(ref_dir))
+    reference = Reference.load(ref_dir)
+    margins = reference_margins(reference)
+    groups = reference_zero_shot(reference)
     write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
-                                      "reference_margins": margins, "distill": distill},
-                 extra_md="\n\n".join(x for x in (refstore.provenance_md(ref), margins_md(margins),
-                                                   distill_md(distill) if distill else "") if x))
+                                      "reference_margins": margins, "zero_shot_groups": groups, "distill": distill},
+                 extra_md="\n\n".join(x for x in (zero_shot_md(groups, records), refstore.provenance_md(ref),
+                                                   margins_md(margins), distill_md(distill) if distill else "") if x))
     f = m.facts
     manifest = {
         "edgeclip_version": __version__,

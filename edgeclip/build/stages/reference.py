@@ -14,7 +14,8 @@ from ..context import stage_model
 
 __all__ = ["REFERENCE_FORMAT", "reference"]
 
-REFERENCE_FORMAT = 3  # bump when what the reference stage writes changes (2: recipe, weights, eval_key; 3: images)
+REFERENCE_FORMAT = 4  # bump when what the reference stage writes changes (2: recipe, weights, eval_key;
+#                       3: images; 4: group_info)
 
 
 def reference(ctx, model_dir: Path, model_key: str, device: str | None = None) -> tuple[Path, str]:
@@ -37,7 +38,7 @@ def reference(ctx, model_dir: Path, model_key: str, device: str | None = None) -
     def run(tmp: Path):
         from ...models import preprocess_images
         from ...verify.reference import compute_reference
-        from ..evalset import load_eval_groups
+        from ..evalset import label_domain, labels_in_domain, load_eval_groups
         m = stage_model(model_dir)
         f = m.facts
         groups = load_eval_groups(r.data.eval, f.image_size, r.seed)
@@ -47,6 +48,13 @@ def reference(ctx, model_dir: Path, model_key: str, device: str | None = None) -
             groups, m.logit_scale, model_key, device=device)
         ref.info.update(recipe=r.name, teacher=r.teacher, eval_key=ekey, format=REFERENCE_FORMAT,
                         weights_sha256=refstore.weights_sha256(model_dir))
+        # per labelled group: its chance level and whether the model learned such labels
+        domain = label_domain(r)
+        ref.info["label_domain"] = domain
+        ref.info["group_info"] = {g.name: {"source": g.source, "classes": len(g.class_names),
+                                           "chance": 1.0 / len(g.class_names),
+                                           "in_domain": labels_in_domain(g.source, domain)}
+                                  for g in groups if g.class_names}
         # bad eval images skipped under on_bad_image: skip are counted where the bundle keeps them
         ref.info["counts"]["skipped_images"] = sum(g.skipped for g in groups)
         ref.info["skipped"] = {g.name: {"skipped": g.skipped, "first": list(g.bad)} for g in groups if g.skipped}

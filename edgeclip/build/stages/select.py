@@ -56,14 +56,11 @@ def select(ctx, results) -> None:
 
 def records(ctx, res) -> list:
     """The report records (DESIGN.md "Report records") of one artifact result."""
-    from ...verify.report import METRIC_UNITS, Record
-    out = []
+    from ...verify.report import Record, metric_records
     base = dict(model=ctx.plan.recipe.name, target=ctx.plan.target.name, backend=res.planned.backend,
                 tower=res.planned.tower, quant=res.planned.quant, runner=res.runner or "none",
                 emulated=res.emulated)
-    for k, v in res.metrics.items():
-        if k in METRIC_UNITS:
-            out.append(Record(**base, metric=k, value=v))
+    out = metric_records(base, res.metrics)
     if res.latency:
         # the artifact's own load and memory, the runtime's start-up apart (verify.latency says how)
         for k, m in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("load_ms", "load_ms"),
