@@ -2,7 +2,7 @@
 library of transformers.js, ``@huggingface/tokenizers``) for the bundle's tokenizer.json."""
 from __future__ import annotations
 
-from ._text import fill, header, shape_text
+from ._text import bundle_values, fill, header, label_block, shape_text, tensor_values, tower_order
 
 _JS = '''
 // npm install onnxruntime-web @huggingface/tokenizers. Serve the bundle folder as static files
@@ -180,29 +180,20 @@ def _classify(manifest: dict, towers: dict) -> str:
 
 
 def onnx_web_js(manifest: dict, towers: dict) -> str:
-    order = [t for t in ("image", "text", "zero-shot-head") if t in towers]
-    p, t, m, lab = manifest["preprocessing"], manifest["tokenizer"], manifest["model"], manifest.get("labels")
+    order = tower_order(towers)
+    p = manifest["preprocessing"]
     fns = ""
     for tw in order:
-        a = towers[tw]
         fn, arg, doc, feed = _DOCS[tw]
-        i, o = a["inputs"][0], a["outputs"][0]
-        fns += fill(_TOWER, {"DOC": doc, "FN": fn, "ARG": arg, "FEED": feed.replace("@@INSHAPE@@", shape_text(i["shape"])),
-                             "IN": i["name"], "INDTYPE": i["dtype"], "INSHAPE": shape_text(i["shape"]),
-                             "VAR": _VAR[tw], "OUT": o["name"], "OUTDTYPE": o["dtype"], "OUTSHAPE": shape_text(o["shape"])})
+        vals = tensor_values(towers[tw])
+        fns += fill(_TOWER, {**vals, "DOC": doc, "FN": fn, "ARG": arg, "VAR": _VAR[tw],
+                             "FEED": feed.replace("@@INSHAPE@@", vals["INSHAPE"])})
     pix = next((towers[x]["inputs"][0]["shape"] for x in ("image", "zero-shot-head") if x in towers),
                [1, 3, p["image_size"], p["image_size"]])
-    label_const = _NO_LABELS if not lab else fill(_LABELCONST, {
-        "K": lab["count"], "DIM": lab["embed_dim"], "LJSON": lab["file"], "LNPY": lab["embeddings_file"],
-        "TEMPLATES": ", ".join(repr(x) for x in lab["templates"])})
     predoc, pixdoc, pixloop = _PRE_RAW if p.get("in_graph") else _PRE_FLOAT
     text = _JS.replace("@@PREDOC@@", predoc).replace("@@PIXDOC@@", pixdoc).replace("@@PIXLOOP@@", pixloop)
     body = fill(text, {
-        "S": p["image_size"], "RESIZE": p["resize_mode"], "MEAN": ", ".join(repr(float(v)) for v in p["mean"]),
-        "STD": ", ".join(repr(float(v)) for v in p["std"]), "DIM": m["embed_dim"],
-        "SCALE": repr(float(m["logit_scale"])), "TOKTYPE": t["type"], "TOKFILES": ", ".join(t["files"]),
-        "CTX": t["context_length"], "PAD": t.get("pad_id", 0), "EOT": t.get("eot_id", 0),
-        "TESTVEC": t.get("test_vectors", "tokenizer/test_vectors.json"), "LABELCONST": label_const,
+        **bundle_values(manifest), "LABELCONST": label_block(manifest, _LABELCONST, _NO_LABELS),
         "PIXSHAPE": shape_text(pix),
         "LOADS": "\n".join(f'    m.{_VAR[x]} = await ort.InferenceSession.create(base + "{towers[x]["file"]}", options);'
                            for x in order),

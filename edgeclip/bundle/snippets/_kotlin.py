@@ -2,7 +2,7 @@
 (``org.pytorch.executorch.Module``). Shared parts: constants, preprocessing, label ranking."""
 from __future__ import annotations
 
-from ._text import fill, header, shape_text
+from ._text import bundle_values, fill, header, label_block, shape_text
 
 _COMMON = '''
 object EdgeClipBundle {
@@ -161,20 +161,13 @@ _NO_LABELS = '''    // No label set in this bundle: rebuild with `edgeclip build
 
 
 def _common(manifest: dict) -> str:
-    p, t, m, lab = manifest["preprocessing"], manifest["tokenizer"], manifest["model"], manifest.get("labels")
-    label_const = _NO_LABELS if not lab else fill(_LABELCONST, {
-        "K": lab["count"], "DIM": lab["embed_dim"], "LJSON": lab["file"], "LNPY": lab["embeddings_file"],
-        "TEMPLATES": ", ".join(repr(x) for x in lab["templates"])})
+    p, t = manifest["preprocessing"], manifest["tokenizer"]
     predoc, pixdoc, pixtype, pixloop = _PRE_RAW if p.get("in_graph") else _PRE_FLOAT
     text = _COMMON.replace("@@PREDOC@@", predoc).replace("@@PIXDOC@@", pixdoc).replace(
         "@@PIXTYPE@@", pixtype).replace("@@PIXLOOP@@", pixloop)
-    return fill(text, {
-        "PAD": t.get("pad_id", 0), "EOT": t.get("eot_id", 0),
-        "TOKLIST": ", ".join(f'"{f}"' for f in t["files"]),
-        "S": p["image_size"], "RESIZE": p["resize_mode"], "MEAN": ", ".join(f"{v!r}f" for v in p["mean"]),
-        "STD": ", ".join(f"{v!r}f" for v in p["std"]), "DIM": m["embed_dim"], "SCALE": repr(float(m["logit_scale"])),
-        "TOKTYPE": t["type"], "TOKFILES": ", ".join(t["files"]), "CTX": t["context_length"],
-        "TESTVEC": t.get("test_vectors", "tokenizer/test_vectors.json"), "LABELCONST": label_const})
+    return fill(text, {**bundle_values(manifest, number=lambda v: f"{float(v)!r}f"),
+                       "TOKLIST": ", ".join(f'"{f}"' for f in t["files"]),
+                       "LABELCONST": label_block(manifest, _LABELCONST, _NO_LABELS)})
 
 
 def _kotlin_array(shape) -> str:

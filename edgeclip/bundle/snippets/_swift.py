@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._text import fill, header, shape_text
+from ._text import bundle_values, fill, header, label_block, shape_text, tensor_values, tower_order
 
 _SWIFT = '''
 // Add each .mlpackage under artifacts/ to the Xcode target: Xcode compiles it into <name>.mlmodelc inside
@@ -223,32 +223,20 @@ def _classify(manifest: dict, towers: dict) -> str:
 
 
 def coreml_swift(manifest: dict, towers: dict) -> str:
-    order = [t for t in ("image", "text", "zero-shot-head") if t in towers]
-    p, t, m, lab = manifest["preprocessing"], manifest["tokenizer"], manifest["model"], manifest.get("labels")
+    order = tower_order(towers)
+    p = manifest["preprocessing"]
     fns = ""
     for tw in order:
-        a = towers[tw]
         fn, arg, doc, make = _DOCS[tw]
-        i, o = a["inputs"][0], a["outputs"][0]
-        fns += fill(_TOWER, {"DOC": doc, "FN": fn, "ARG": arg,
-                             "MAKE": make.replace("@@INSHAPE@@", shape_text(i["shape"])),
-                             "IN": i["name"], "INDTYPE": i["dtype"], "INSHAPE": shape_text(i["shape"]),
-                             "VAR": _VAR[tw], "OUT": o["name"], "OUTDTYPE": o["dtype"],
-                             "OUTSHAPE": shape_text(o["shape"])})
+        vals = tensor_values(towers[tw])
+        fns += fill(_TOWER, {**vals, "DOC": doc, "FN": fn, "ARG": arg, "VAR": _VAR[tw],
+                             "MAKE": make.replace("@@INSHAPE@@", vals["INSHAPE"])})
     pix = next((towers[x]["inputs"][0]["shape"] for x in ("image", "zero-shot-head") if x in towers),
                [1, 3, p["image_size"], p["image_size"]])
-    label_const = _NO_LABELS if not lab else fill(_LABELCONST, {
-        "K": lab["count"], "DIM": lab["embed_dim"], "LJSON": lab["file"], "LNPY": lab["embeddings_file"],
-        "TEMPLATES": ", ".join(repr(x) for x in lab["templates"])})
     predoc, pixdoc, pixloop = _PRE_RAW if p.get("in_graph") else _PRE_FLOAT
     text = _SWIFT.replace("@@PREDOC@@", predoc).replace("@@PIXDOC@@", pixdoc).replace("@@PIXLOOP@@", pixloop)
     body = fill(text, {
-        "PAD": t.get("pad_id", 0), "EOT": t.get("eot_id", 0),
-        "S": p["image_size"], "RESIZE": p["resize_mode"], "MEAN": ", ".join(repr(float(v)) for v in p["mean"]),
-        "STD": ", ".join(repr(float(v)) for v in p["std"]), "DIM": m["embed_dim"],
-        "SCALE": repr(float(m["logit_scale"])),
-        "TOKTYPE": t["type"], "TOKFILES": ", ".join(t["files"]), "CTX": t["context_length"],
-        "TESTVEC": t.get("test_vectors", "tokenizer/test_vectors.json"), "LABELCONST": label_const,
+        **bundle_values(manifest), "LABELCONST": label_block(manifest, _LABELCONST, _NO_LABELS),
         "PIXSHAPE": shape_text(pix),
         "PROPS": "\n".join(f"    let {_VAR[x]}: MLModel  // {towers[x]['file']}" for x in order),
         "LOADS": "\n".join(f'        {_VAR[x]} = try MLModel(contentsOf: '

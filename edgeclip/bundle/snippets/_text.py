@@ -1,7 +1,41 @@
 """What every snippet template shares: placeholder filling, tensor header lines, the header."""
 from __future__ import annotations
 
-__all__ = ["fill", "shape_text", "tensor_lines", "parse_tensor_lines", "by_tower", "header"]
+__all__ = ["fill", "shape_text", "tensor_lines", "parse_tensor_lines", "by_tower", "header", "TOWER_ORDER",
+           "tower_order", "tensor_values", "label_block", "bundle_values"]
+
+TOWER_ORDER = ("image", "text", "zero-shot-head")
+
+
+def tower_order(towers: dict) -> list[str]:
+    return [t for t in TOWER_ORDER if t in towers]
+
+
+def tensor_values(a: dict) -> dict[str, str]:
+    """An artifact's first input and output as template values (IN, INDTYPE, INSHAPE, OUT, ...)."""
+    i, o = a["inputs"][0], a["outputs"][0]
+    return {"IN": i["name"], "INDTYPE": i["dtype"], "INSHAPE": shape_text(i["shape"]),
+            "OUT": o["name"], "OUTDTYPE": o["dtype"], "OUTSHAPE": shape_text(o["shape"])}
+
+
+def label_block(manifest: dict, with_labels: str, without: str) -> str:
+    """The constants block naming the bundle's label set, or the note that it has none."""
+    lab = manifest.get("labels")
+    if not lab:
+        return without
+    return fill(with_labels, {"K": lab["count"], "DIM": lab["embed_dim"], "LJSON": lab["file"],
+                              "LNPY": lab["embeddings_file"], "TEMPLATES": ", ".join(repr(x) for x in lab["templates"])})
+
+
+def bundle_values(manifest: dict, number=lambda v: repr(float(v))) -> dict[str, object]:
+    """Preprocessing, embedding and tokenizer facts as template values; ``number`` spells a float
+    in the snippet's language."""
+    p, t, m = manifest["preprocessing"], manifest["tokenizer"], manifest["model"]
+    return {"S": p["image_size"], "RESIZE": p["resize_mode"], "MEAN": ", ".join(number(v) for v in p["mean"]),
+            "STD": ", ".join(number(v) for v in p["std"]), "DIM": m["embed_dim"], "SCALE": repr(float(m["logit_scale"])),
+            "TOKTYPE": t["type"], "TOKFILES": ", ".join(t["files"]), "CTX": t["context_length"],
+            "PAD": t.get("pad_id", 0), "EOT": t.get("eot_id", 0),
+            "TESTVEC": t.get("test_vectors", "tokenizer/test_vectors.json")}
 
 
 def fill(template: str, values: dict[str, object]) -> str:
