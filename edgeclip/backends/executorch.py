@@ -2,7 +2,8 @@
 with XNNPACK (and optionally CoreML) partitioners -> .pte, run through executorch.runtime.
 
 Quantization: int8-dynamic and int8-static are PT2E with XNNPACKQuantizer (per-channel
-weights; static calibrates on the spec's real samples); 8da4w is torchao's
+weights; static calibrates on the spec's real samples) plus int8 token tables (XNNPACKQuantizer
+leaves embeddings alone; ``_executorch_embedding``); 8da4w is torchao's
 Int8DynamicActivationIntxWeightConfig (int4 grouped weights on Linear layers). Every artifact
 reports which ops the delegates took and names the ones left to portable kernels.
 """
@@ -22,6 +23,7 @@ from ._common import (IS_MACOS, Stopwatch, as_tensors, atomic_path, calibration_
                       export_error, io_arrays, log, missing, names_for, node_module_path,
                       node_op_type, one_line, pinned_by_overrides, probe, require, resolve_method,
                       unquantized_modules)
+from ._executorch_embedding import load_quantized_kernels, quantize_embeddings
 from ._xnnpack_rewrite import xnnpack_friendly
 from .base import Artifact, ExportSpec
 
@@ -117,8 +119,8 @@ def _make_partitioners(names: list[str], spec: ExportSpec) -> list:
 
 
 def _weights_not_dequantized(gm) -> list[str]:
-    """Linear/conv/embedding nodes whose weight input is not produced by a dequantize op
-    (XNNPACKQuantizer never quantizes embeddings: a text tower's vocab table stays fp32)."""
+    """Linear/conv/embedding nodes whose weight input is not produced by a dequantize op (an
+    embedding left here was kept float by overrides; the others became embedding_byte)."""
     out = []
     for n in gm.graph.nodes:
         kind = node_op_type(n) if n.op == "call_function" else None
@@ -216,6 +218,7 @@ class ExecuTorchRunner:
         self.dtypes = artifact.input_dtypes
         delegates = artifact.extra.get("delegates", {})
         self.runtime = "executorch-xnnpack" if "XnnpackBackend" in delegates else "executorch-portable"
+        load_quantized_kernels()  # int8 token tables run on embedding_byte
         runtime = Runtime.get()  # one-time runtime start-up (seconds): not the artifact's load
         with Stopwatch() as sw:
             try:
@@ -261,7 +264,7 @@ class ExecuTorchBackend:
             with torch.no_grad():
                 out = tower(*ex)
                 if method.key in ("int8-dynamic", "int8-static"):
-                    ep, not_q = _pt2e(tower, ex, method, cal, notes)
+                    ep, not_q = _pt2e(quantize_embeddings(tower, method, notes), ex, method, cal, notes)
                 elif method.key == "8da4w":
                     ep, not_q = _8da4w(tower, ex, method, notes)
                 else:
@@ -323,6 +326,7 @@ class ExecuTorchBackend:
         from executorch.runtime import Runtime
 
         importlib.import_module("torch")  # the runner hands torch tensors to the method
+        load_quantized_kernels()
 
         Runtime.get()
 

@@ -9,6 +9,7 @@ from edgeclip.backends.executorch import ExecuTorchRunner
 from edgeclip.errors import ConfigError, ExportError
 from edgeclip.quantize import make_method
 
+from _backends_cases import HAVE_MODELS
 from _backends_towers import make_tower
 
 pytestmark = [pytest.mark.toolchain, pytest.mark.slow]
@@ -121,3 +122,23 @@ def test_thread_pool_is_not_resized_under_a_loaded_method(tmp_path, exports):
     assert p.returncode == 0, p.stdout + p.stderr[-2000:]
     assert "refused: executorch: this process already runs .pte files on 1 threads" in p.stdout
     assert float(p.stdout.rsplit("max diff", 1)[1]) < 1e-4
+
+
+@pytest.mark.skipif(not HAVE_MODELS, reason="builtin models unavailable")
+def test_int8_text_tower_quantizes_its_token_table(tmp_path, exports):
+    """XNNPACKQuantizer leaves nn.Embedding alone; the CLIP BPE table (49408 rows) then kept an
+    int8 text artifact at 0.92x its fp32 sibling. Now it is int8 rows on embedding_byte, which
+    this machine's runtime runs, unless an override keeps it float."""
+    from _backends_cases import get_case
+
+    fp32 = exports.get("executorch", "builtin-vit-text", "fp32")
+    q = exports.get("executorch", "builtin-vit-text", "int8-dynamic")
+    assert q.artifact.size_bytes < 0.4 * fp32.artifact.size_bytes
+    assert any("token table" in n for n in q.artifact.notes) and not q.artifact.not_quantized
+    assert q.cos.min() > 0.99
+    case = get_case("builtin-vit-text")
+    cfg = make_method("int8-dynamic", overrides={"op_type": {"embedding": "fp32"}})
+    spec = ExportSpec(tower="text", quant="int8-dynamic", quant_config=cfg, name="float-table")
+    kept = et.export(case.tower, case.example, spec, tmp_path)
+    assert kept.size_bytes > 0.8 * fp32.artifact.size_bytes and kept.not_quantized
+    assert not any("token table" in n for n in kept.notes)

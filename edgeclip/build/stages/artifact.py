@@ -17,10 +17,11 @@ from ...errors import ConfigError
 from ..context import ArtifactResult, stage_model
 from ..plan import PlannedArtifact
 
-__all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "artifact"]
+__all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "EXPORT_VERSION", "artifact"]
 
 CALIBRATED = ("int8-static", "w8a8")
 MIL_INTERPRETER_VERSION = 1  # bump when edgeclip.verify.mil changes what it computes
+EXPORT_VERSION = 2  # bump when a backend's export writes something else (2: ExecuTorch int8 token tables)
 # in-graph preprocessing takes uint8 pixels; coremltools 9 declares no uint8 tensor input (it
 # casts it back to int32 at the boundary), so CoreML artifacts take int32 0..255
 _RAW_DTYPES = {"coreml": "int32"}
@@ -62,7 +63,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     ls = ctx.plan.labels
     if head and ls is None:  # make_plan refuses this; a hand-made plan gets the same message
         raise ConfigError("the zero-shot-head tower needs a label set; pass --labels labels.txt")
-    export_key = stable_hash("export", model_key, p, entry.options, q.params.get(p.quant, {}),
+    export_key = stable_hash("export", EXPORT_VERSION, model_key, p, entry.options, q.params.get(p.quant, {}),
                              q.keep_float, q.calibration_samples if p.quant in CALIBRATED else 0,
                              t.batch_size, ctx.versions, *([ls.labels, ls.templates] if head else []),
                              *(["in-graph"] if raw else []))
