@@ -22,8 +22,10 @@ def load_quantized_kernels() -> None:
 
 
 def _define_ops() -> None:
-    # defines quantized_decomposed::embedding_byte (and its out variant) for torch.export
-    import executorch.exir.passes._quant_patterns_and_replacements  # noqa: F401
+    """Define quantized_decomposed::embedding_byte (and its out variant) for torch.export."""
+    import importlib
+
+    importlib.import_module("executorch.exir.passes._quant_patterns_and_replacements")
 
 
 def Int8Embedding(emb):
