@@ -12,9 +12,9 @@ backends:
 """
 
 
-def build_mini(tmp_path, recipe_text: str, capsys) -> "Path":
-    """Build ``recipe_text`` for MINI_TARGET into ``tmp_path/out`` through the CLI; assert it
-    succeeded (showing the output if not) and return the bundle folder."""
+def build_mini(tmp_path, recipe_text: str, capsys, target_text: str = MINI_TARGET) -> "Path":
+    """Build ``recipe_text`` for ``target_text`` (MINI_TARGET) into ``tmp_path/out`` through the
+    CLI; assert it succeeded (showing the output if not) and return the bundle folder."""
     import textwrap
     from pathlib import Path
 
@@ -22,7 +22,7 @@ def build_mini(tmp_path, recipe_text: str, capsys) -> "Path":
 
     recipe, target, out = tmp_path / "r.yaml", tmp_path / "mini.yaml", Path(tmp_path) / "out"
     recipe.write_text(textwrap.dedent(recipe_text))
-    target.write_text(MINI_TARGET)
+    target.write_text(textwrap.dedent(target_text))
     rc = main(["build", "--target", str(target), "--recipe", str(recipe), "--out", str(out)])
     cap = capsys.readouterr()
     assert rc == 0, cap.out + cap.err

@@ -58,23 +58,18 @@ data:
 
 @pytest.mark.slow
 @pytest.mark.toolchain
-def test_web_snippet_runs_with_the_real_packages_and_agrees_with_the_bundle(tmp_path):
+def test_web_snippet_runs_with_the_real_packages_and_agrees_with_the_bundle(tmp_path, capsys):
     """EdgeClip.js under Node with onnxruntime-web and Tokenizers.js as npm installs them: the
     tokenizer reproduces every test vector (ftfy table, entities, CJK, over-long text) and the text
     session gives the embeddings edgeclip's own runner gets from the same .onnx."""
     import numpy as np
 
-    from edgeclip.cli import main
     from edgeclip.commands.predict import BundleRunner
 
     from _bundle_checks import run_web_snippet
-    from _tiny_configs import MINI_TARGET
+    from _tiny_configs import build_mini
 
-    (tmp_path / "r.yaml").write_text(_RECIPE)
-    (tmp_path / "t.yaml").write_text(MINI_TARGET)
-    out = tmp_path / "web"
-    assert main(["build", "--target", str(tmp_path / "t.yaml"), "--recipe", str(tmp_path / "r.yaml"),
-                 "--out", str(out)]) == 0
+    out = build_mini(tmp_path, _RECIPE, capsys)
     texts = ["a photo of a red circle", "Tom &amp; Jerry’s “café” ＡＢＣ", "两个蓝色的正方形"]
     js = run_web_snippet(out, tmp_path / "node", texts)
     assert js["ids"] == js["want_ids"]

@@ -3,13 +3,14 @@ predicts with N-row inputs (the last call of an evaluation set that is no multip
 padded with copies of its last row, whose outputs are dropped)."""
 from __future__ import annotations
 
-import textwrap
 
 import numpy as np
 import pytest
 
 from edgeclip.cli import main
 from edgeclip.verify.run import run_rows
+
+from _tiny_configs import build_mini
 
 pytestmark = [pytest.mark.slow, pytest.mark.toolchain]
 
@@ -66,12 +67,7 @@ def test_a_batch_3_target_builds_verifies_and_predicts_on_every_backend(tmp_path
     from edgeclip.bundle import load_manifest
     from edgeclip.commands.predict import predict
 
-    recipe, target, out = tmp_path / "r.yaml", tmp_path / "t.yaml", tmp_path / "out"
-    recipe.write_text(textwrap.dedent(RECIPE))
-    target.write_text(TARGET)
-    rc = main(["build", "--target", str(target), "--recipe", str(recipe), "--out", str(out)])
-    cap = capsys.readouterr()
-    assert rc == 0, cap.out + cap.err
+    out = build_mini(tmp_path, RECIPE, capsys, TARGET)
     m = load_manifest(out)
     shipped = {(a["backend"], a["tower"]): a for a in m["artifacts"]}
     assert set(shipped) == {(b, t) for b in ("onnx", "litert", "executorch") for t in ("image", "text")}

@@ -14,6 +14,7 @@ from edgeclip.cli import main
 from edgeclip.errors import ConfigError
 
 from _bundle_checks import assert_snippet_matches
+from _tiny_configs import build_mini
 
 pytestmark = [pytest.mark.slow, pytest.mark.toolchain]
 
@@ -66,12 +67,7 @@ def test_raw_pixel_artifacts_build_verify_and_predict_on_every_backend(tmp_path,
     from edgeclip.commands.predict import BundleRunner
     from edgeclip.models import load_model, preprocess_images
 
-    recipe, target, out = tmp_path / "r.yaml", tmp_path / "t.yaml", tmp_path / "out"
-    recipe.write_text(textwrap.dedent(RECIPE))
-    target.write_text(TARGET)
-    rc = main(["build", "--target", str(target), "--recipe", str(recipe), "--out", str(out)])
-    cap = capsys.readouterr()
-    assert rc == 0, cap.out + cap.err
+    out = build_mini(tmp_path, RECIPE, capsys, TARGET)
     m = load_manifest(out)
     p = m["preprocessing"]
     assert p["in_graph"] is True and p["input_layout"] == "NHWC" and p["input_dtype"] == "int32/uint8"
