@@ -2,7 +2,8 @@
 library of transformers.js, ``@huggingface/tokenizers``) for the bundle's tokenizer.json."""
 from __future__ import annotations
 
-from ._text import bundle_values, fill, header, label_block, shape_text, tensor_values, tower_order
+from ._text import (bundle_values, fill, header, label_block, pixel_shape, shape_text, tensor_values,
+                    tower_order)
 
 _JS = '''
 // npm install onnxruntime-web @huggingface/tokenizers. Serve the bundle folder as static files
@@ -188,13 +189,11 @@ def onnx_web_js(manifest: dict, towers: dict) -> str:
         vals = tensor_values(towers[tw])
         fns += fill(_TOWER, {**vals, "DOC": doc, "FN": fn, "ARG": arg, "VAR": _VAR[tw],
                              "FEED": feed.replace("@@INSHAPE@@", vals["INSHAPE"])})
-    pix = next((towers[x]["inputs"][0]["shape"] for x in ("image", "zero-shot-head") if x in towers),
-               [1, 3, p["image_size"], p["image_size"]])
     predoc, pixdoc, pixloop = _PRE_RAW if p.get("in_graph") else _PRE_FLOAT
     text = _JS.replace("@@PREDOC@@", predoc).replace("@@PIXDOC@@", pixdoc).replace("@@PIXLOOP@@", pixloop)
     body = fill(text, {
         **bundle_values(manifest), "LABELCONST": label_block(manifest, _LABELCONST, _NO_LABELS),
-        "PIXSHAPE": shape_text(pix),
+        "PIXSHAPE": shape_text(pixel_shape(manifest, towers)),
         "LOADS": "\n".join(f'    m.{_VAR[x]} = await ort.InferenceSession.create(base + "{towers[x]["file"]}", options);'
                            for x in order),
         "FNS": fns, "CLASSIFY": _classify(manifest, towers)})

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._text import bundle_values, fill, header, label_block, shape_text, tensor_values, tower_order
+from ._text import (bundle_values, fill, header, label_block, pixel_shape, shape_text, tensor_values,
+                    tower_order)
 
 _SWIFT = '''
 // Add each .mlpackage under artifacts/ to the Xcode target: Xcode compiles it into <name>.mlmodelc inside
@@ -231,13 +232,11 @@ def coreml_swift(manifest: dict, towers: dict) -> str:
         vals = tensor_values(towers[tw])
         fns += fill(_TOWER, {**vals, "DOC": doc, "FN": fn, "ARG": arg, "VAR": _VAR[tw],
                              "MAKE": make.replace("@@INSHAPE@@", vals["INSHAPE"])})
-    pix = next((towers[x]["inputs"][0]["shape"] for x in ("image", "zero-shot-head") if x in towers),
-               [1, 3, p["image_size"], p["image_size"]])
     predoc, pixdoc, pixloop = _PRE_RAW if p.get("in_graph") else _PRE_FLOAT
     text = _SWIFT.replace("@@PREDOC@@", predoc).replace("@@PIXDOC@@", pixdoc).replace("@@PIXLOOP@@", pixloop)
     body = fill(text, {
         **bundle_values(manifest), "LABELCONST": label_block(manifest, _LABELCONST, _NO_LABELS),
-        "PIXSHAPE": shape_text(pix),
+        "PIXSHAPE": shape_text(pixel_shape(manifest, towers)),
         "PROPS": "\n".join(f"    let {_VAR[x]}: MLModel  // {towers[x]['file']}" for x in order),
         "LOADS": "\n".join(f'        {_VAR[x]} = try MLModel(contentsOf: '
                            f'Self.compiledModel("{Path(towers[x]["file"]).stem}"), configuration: configuration)'

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 __all__ = ["fill", "shape_text", "tensor_lines", "parse_tensor_lines", "by_tower", "header", "TOWER_ORDER",
-           "tower_order", "tensor_values", "label_block", "bundle_values"]
+           "tower_order", "pixel_shape", "tensor_values", "label_block", "bundle_values"]
 
 TOWER_ORDER = ("image", "text", "zero-shot-head")
 
 
 def tower_order(towers: dict) -> list[str]:
     return [t for t in TOWER_ORDER if t in towers]
+
+
+def pixel_shape(manifest: dict, towers: dict) -> list[int]:
+    """The image input's shape: the first pixel-taking artifact's, else float NCHW at image_size."""
+    s = manifest["preprocessing"]["image_size"]
+    return next((towers[x]["inputs"][0]["shape"] for x in ("image", "zero-shot-head") if x in towers), [1, 3, s, s])
 
 
 def tensor_values(a: dict) -> dict[str, str]:
