@@ -1,22 +1,14 @@
 """What a benchmark run records about the machine: description, SIMD flags, DRAM copy
-bandwidth and the large-GEMM fp32 peak (the roofline's denominator)."""
+bandwidth and the large-GEMM fp32 peak (the roofline's denominator). The yardstick itself is
+``edgeclip.verify.machine``, which every build's timing run measures too."""
 from __future__ import annotations
 
 import os
 import platform
-import time
 
-import numpy as np
+from edgeclip.verify.machine import PeakProbe, best_seconds, cpu_flags, memory_bandwidth_gbs
 
-
-def best_seconds(fn, reps: int) -> float:
-    """Fastest of ``reps`` timed calls of ``fn`` (the least-disturbed one on a shared VM)."""
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+__all__ = ["PeakProbe", "best_seconds", "cpu_flags", "gemm_peak_gflops", "machine", "memory_bandwidth_gbs"]
 
 
 def machine(threads: int) -> dict:
@@ -35,43 +27,6 @@ def machine(threads: int) -> dict:
             "versions": {p: ver(p) for p in ("torch", "executorch", "litert-torch", "ai-edge-litert",
                                              "onnxruntime", "coremltools", "open-clip-torch")},
             "note": "shared, noisy machine: compare rows of one run, not across runs"}
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD features that decide int8 speed: without VNNI (``avx512_vnni``/``avx_vnni``)
-    x86 int8 GEMMs multiply through 16-bit intermediates and gain far less over fp32."""
-    if not os.path.exists("/proc/cpuinfo"):
-        return []
-    flags = next((ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags")), [])
-    keep = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-            "amx_int8", "amx_bf16")
-    return [f for f in keep if f in flags]
-
-
-def memory_bandwidth_gbs(mb: int = 256, reps: int = 5) -> float:
-    """Best-of-``reps`` DRAM copy bandwidth (read + write bytes / s) of a ``mb`` MB array. At
-    batch 1 a ViT reads every weight once per call (350 MB fp32 for ViT-B/32), so this bounds
-    fp32 latency from below as the GEMM peak does."""
-    src = np.ones(mb * 2**20 // 4, np.float32)
-    dst = np.empty_like(src)
-    return 2 * src.nbytes / best_seconds(lambda: np.copyto(dst, src), reps) / 1e9
-
-
-class PeakProbe:
-    """The machine's large-GEMM peak, re-measured at every timing round (numpy, best of 2).
-    On a shared VM one measurement at the start can land in a slow spell (87 vs 145 GFLOP/s
-    minutes apart here) and would flatter every roofline ratio; the best seen during the run
-    is the honest floor."""
-
-    def __init__(self, start: float, n: int = 2048):
-        self.best, self.n = start, n
-        rng = np.random.default_rng(0)
-        self.a = rng.standard_normal((n, n)).astype(np.float32)
-        self.b = rng.standard_normal((n, n)).astype(np.float32)
-
-    def measure(self) -> float:
-        self.best = max(self.best, 2 * self.n**3 / best_seconds(lambda: self.a @ self.b, 2) / 1e9)
-        return self.best
 
 
 def gemm_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict[str, float]:

@@ -34,6 +34,8 @@ import numpy as np
 
 from _machine import PeakProbe, gemm_peak_gflops, machine, memory_bandwidth_gbs
 
+from edgeclip.verify.rounds import time_round_robin
+
 EVAL_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
 CALIB_IMAGES = ("retina", "colorwheel", "clock", "immunohistochemistry")
 EVAL_CAPTIONS = ("a photo of an astronaut", "a cat lying on a couch", "a cup of coffee", "a rocket")
@@ -155,25 +157,6 @@ def export_all(args, tower, inputs, calibration, work: Path, log):
     return rows
 
 
-def time_round_robin(rows, sample, warmup: int, runs: int, rounds: int,
-                     probe: PeakProbe | None = None) -> list[list[float]]:
-    lat = [[] for _ in rows]
-    for runner in rows:
-        for _ in range(warmup):
-            runner(*sample)
-    per_round = max(1, -(-runs // rounds))
-    for _ in range(rounds):
-        if probe is not None:
-            probe.measure()
-        for i, runner in enumerate(rows):
-            runner(*sample)  # re-warm after the previous runtime's block
-            for _ in range(per_round):
-                s = time.perf_counter()
-                runner(*sample)
-                lat[i].append((time.perf_counter() - s) * 1e3)
-    return lat
-
-
 def bench_model(args, name: str, probe: PeakProbe, work: Path) -> list[dict]:
     def log(msg):
         print(f"[{name}] {msg}", flush=True)
@@ -212,7 +195,9 @@ def bench_model(args, name: str, probe: PeakProbe, work: Path) -> list[dict]:
             rec(bname, q, rt, "delegated_fraction", art.delegated_fraction, "fraction")
         if art.extra.get("compute_delegated_fraction") is not None:
             rec(bname, q, rt, "compute_delegated_fraction", art.extra["compute_delegated_fraction"], "fraction")
-    lat = time_round_robin([r[2] for r in rows], inputs[0], args.warmup, args.runs, args.rounds, probe)
+    lat = [[t for block in r for t in block]  # per runner, every timed call of every round
+           for r in time_round_robin([r[2] for r in rows], lambda i: inputs[0], args.warmup, args.runs,
+                                     args.rounds, probe)]
     peak = probe.best
     roof_ms = gflop / peak * 1e3
     rec("torch-eager", "fp32", "numpy", "gemm_peak_gflops", peak, "GFLOP/s")

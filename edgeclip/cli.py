@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     rf.add_argument("--stage", type=int, help="which distill stage (1-based) when several are mobileclip")
     rf.set_defaults(func=_cmd_reinforce)
 
-    be = sub.add_parser("bench", help="gate a build's report against a stored baseline (CI); time it on a device")
+    be = sub.add_parser("bench", help="gate a build's report against a stored baseline (CI); re-time it here or on a device")
     be.add_argument("report", help="bundle folder (its report.json) or a report.json path")
     be.add_argument("--baseline", help="an earlier report.json to compare with")
     be.add_argument("--max-regression", default="10%", help="allowed p50 latency growth (default 10%%)")
@@ -148,8 +148,15 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--device-binary-dir", metavar="DIR",
                     help="where those binaries are on the device "
                          "(default $EDGECLIP_DEVICE_BINARY_DIR or /data/local/tmp)")
-    be.add_argument("--threads", type=int, help="--device: runtime threads (default: the target's bench threads)")
-    be.add_argument("--out", help="--device: report folder (default BUNDLE/device-adb-SERIAL)")
+    be.add_argument("--repeat", type=int, metavar="K",
+                    help="re-time the bundle's shipped artifacts on this machine K times (interleaved rounds, "
+                         "beside the machine's yardstick) and gate the median")
+    be.add_argument("--summary", metavar="FILE",
+                    help="append the comparison as Markdown to FILE (in CI: $GITHUB_STEP_SUMMARY)")
+    be.add_argument("--threads", type=int,
+                    help="--repeat/--device: runtime threads (default: the target's bench threads)")
+    be.add_argument("--out", help="--repeat/--device: report folder "
+                                  "(default BUNDLE/bench-host or BUNDLE/device-adb-SERIAL)")
     be.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("info", help="parameters, FLOPs and preprocessing of a model URI")

@@ -95,11 +95,13 @@ def test_rerun_is_cached_and_quant_edit_reruns_only_downstream(tmp_path):
     assert ("teacher", "cached") in status and ("reference", "cached") in status
     assert ("export", "ran") in status and ("teacher", "ran") not in status
 
-    # the CI gate on the build's real report: a 30 % slowdown of one artifact trips it
+    # the CI gate on the build's real report: a slowdown of one artifact beyond both the 10 %
+    # bound and the run's own noise band trips it
     base = json.loads((out / "report.json").read_text())
     slow = json.loads(json.dumps(base))
     hit = next(r for r in slow["results"] if r["metric"] == "latency_p50_ms")
-    hit["value"] *= 1.3
+    noise = max(r["value"] for r in base["results"] if r["metric"] == "latency_spread")
+    hit["value"] *= 1.1 + noise + 0.05
     (tmp_path / "base.json").write_text(json.dumps(base))
     (tmp_path / "slow.json").write_text(json.dumps(slow))
     assert main(["bench", str(out), "--baseline", str(tmp_path / "base.json")]) == 0

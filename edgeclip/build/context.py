@@ -26,7 +26,7 @@ __all__ = ["BuildContext", "Progress", "ArtifactResult", "FORCE_ORDER", "default
            "capture_fds", "stage_model", "check_force"]
 
 # --force STAGE reruns this stage and every later one
-FORCE_ORDER = ["teacher", "distill", "reference", "export", "verify", "bench", "bundle"]
+FORCE_ORDER = ["teacher", "distill", "reference", "export", "verify", "bench", "rounds", "bundle"]
 
 
 def check_force(force: str | None) -> None:
@@ -64,7 +64,8 @@ class ArtifactResult:
     artifact_dir: Path
     artifact: dict
     metrics: dict = field(default_factory=dict)
-    latency: dict | None = None
+    latency: dict | None = None  # isolated load/memory, then p50/p90/spread from the interleaved rounds
+    bench_key: str = ""
     runner: str | None = None
     emulated: bool = False
     verified: bool = False
@@ -88,6 +89,7 @@ class BuildContext:
     progress: Progress
     reference_dir: Path | None = None     # --reference: a stored reference instead of computing one
     distill_dirs: list = field(default_factory=list)  # (DistillStage, folder) per distill stage
+    yardstick: dict | None = None         # the machine's GEMM peak and bandwidth, from the rounds stage
 
     @classmethod
     def create(cls, plan: Plan, force: str | None = None, reference: Path | None = None,
@@ -102,7 +104,7 @@ class BuildContext:
         if force:
             cache.forced = local.forced = set(FORCE_ORDER[FORCE_ORDER.index(force):])
         if steps is None:
-            steps = 2 + len(plan.recipe.distill) + 3 * len(plan.artifacts) + 1
+            steps = 2 + len(plan.recipe.distill) + 3 * len(plan.artifacts) + 2
         return cls(plan=plan, cache=cache, local=local, versions=tool_versions(), progress=Progress(steps),
                    reference_dir=Path(reference) if reference else None)
 

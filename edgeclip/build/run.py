@@ -1,7 +1,8 @@
 """``edgeclip build``: stage order, caching and resume, from recipe to verified bundle.
 
 Stages: load teacher -> distill (0..n) -> reference -> per artifact: quantize+export -> verify
--> bench -> select -> bundle. Each stage's output folder is keyed by a hash of its inputs
+-> bench (load, memory) -> rounds (every artifact timed in interleaved rounds beside the
+machine's yardstick) -> select -> bundle. Each stage's output folder is keyed by a hash of its inputs
 (recipe section, upstream keys, tool versions) and written atomically by ``StageCache``, so a
 rerun skips finished stages and an edited quantization section reruns only what it changes.
 Teacher, distill and reference stages live in ``<out>/../.cache`` so the targets of one recipe
@@ -36,6 +37,7 @@ def run_build(plan: Plan, force: str | None = None, reference: Path | None = Non
         ref_dir, ref_key = stages.reference(ctx, model_dir, model_key)
         results = [stages.artifact(ctx, planned, model_dir, model_key, ref_dir, ref_key)
                    for planned in plan.artifacts]
+        ctx.yardstick = stages.rounds(ctx, results, model_dir)  # before select: it compares these p50s
         stages.select(ctx, results)
         # the bundle is rewritten in place: drop the previous manifest first, so a build killed
         # halfway through never leaves the old manifest.json vouching for a mix of old and new files

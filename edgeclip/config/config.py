@@ -89,8 +89,14 @@ class BackendEntry:
 @dataclass(frozen=True)
 class BenchConfig:
     warmup: int = 3
-    runs: int = 20
+    runs: int = 20      # timed calls per artifact, spread over the rounds (at least one per round)
     threads: int = 2
+    rounds: int = 5     # interleaved rounds: their medians' spread is the run's noise band
+
+    def __post_init__(self):
+        for name, least in (("warmup", 0), ("runs", 1), ("threads", 1), ("rounds", 1)):
+            if int(getattr(self, name)) < least:
+                raise ConfigError(f"bench.{name}: must be >= {least}, found {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,32 @@
 """Compare a report with a stored baseline: the CI gate behind ``edgeclip bench --baseline``.
 
-Latency regresses when an artifact's p50 grew by more than ``max_regression`` (a fraction);
-accuracy regresses when a higher-is-better metric fell by more than ``max_accuracy_drop``
+Latency. When both reports come from the same kind of machine (``machine.machine_differences``:
+CPU model, cores, bench threads, runtime versions) their p50 milliseconds are compared as they
+are. When they do not, milliseconds would gate on the hardware, so each p50 is first normalized
+by its own run's large-GEMM peak (p50 x GFLOP/s: the work that machine's peak does in that time;
+the tower's FLOPs cancel, so a change that adds FLOPs still shows) and the output says so. An
+artifact regresses when its p50 grew by more than ``max_regression`` *and* by more than the noise
+band (the larger of the two runs' own ``latency_spread``), so a noisy run cannot fail a change
+that did nothing, and a quiet one catches a small real regression.
+
+Accuracy regresses when a higher-is-better metric fell by more than ``max_accuracy_drop``
 (absolute). Artifacts match on (model, target, backend, tower, quant); ones present on only
 one side are listed, not failed, since a recipe edit may add or drop artifacts on purpose.
 """
 from __future__ import annotations
 
-from .gate import Shortfall, check_regression
+from dataclasses import dataclass, field
 
-__all__ = ["ACCURACY_METRICS", "compare_reports", "parse_fraction"]
+from .._io import format_table
+from .gate import Shortfall
+from .machine import machine_differences
+
+__all__ = ["ACCURACY_METRICS", "Comparison", "LatencyRow", "compare_reports", "parse_fraction"]
 
 ACCURACY_METRICS = ("cosine_mean", "cosine_min", "top1_agreement", "r1_agreement", "zero_shot_top1")
+# SIMD features an int8 kernel's speed hangs on: normalized int8 latencies across hosts that
+# differ in them say little (int8 wins 1.2x over fp32 on an AVX2 host, 6x with VNNI/AMX)
+_INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
 def parse_fraction(text: str, what: str) -> float:
@@ -37,6 +52,92 @@ def _metric(r: dict) -> str:
     return r["metric"] + (f"[{r['group']}]" if r.get("group") else "")
 
 
+def _values(results: list[dict], metric: str) -> dict[tuple, float]:
+    return {_key(r): r["value"] for r in results if r["metric"] == metric and not r.get("group")
+            and r["value"] is not None}
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    artifact: str
+    baseline: float
+    new: float
+    noise: float        # the noise band, a fraction: the larger of the two runs' spreads
+    regressed: bool
+
+    @property
+    def change(self) -> float:
+        return self.new / self.baseline - 1.0 if self.baseline else 0.0
+
+
+@dataclass
+class Comparison:
+    basis: str                                   # "ms" or "normalized"
+    differences: list[str]                       # how the machines differ ([] for "ms")
+    rows: list[LatencyRow] = field(default_factory=list)
+    regressions: list[Shortfall] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def basis_line(self) -> str:
+        if self.basis == "ms":
+            return "latency compared in milliseconds: both reports come from the same kind of machine"
+        return ("latency compared normalized by each run's large-GEMM peak (p50 ms x GFLOP/s), since the "
+                "machines differ (" + "; ".join(self.differences) + ")")
+
+    def _cells(self) -> list[list[str]]:
+        unit = "ms" if self.basis == "ms" else "ms x GFLOP/s / 1e3"
+        head = ["artifact", f"baseline ({unit})", f"new ({unit})", "change", "noise band", "result"]
+        body = [[r.artifact, f"{r.baseline:.4g}", f"{r.new:.4g}", f"{100 * r.change:+.1f}%", f"{100 * r.noise:.1f}%",
+                 "REGRESSED" if r.regressed else "ok"] for r in self.rows]
+        return [head] + body
+
+    def table(self) -> str:
+        return format_table(self._cells())
+
+    def markdown(self, title: str = "edgeclip latency gate") -> str:
+        cells = self._cells()
+        out = [f"### {title}", "", self.basis_line(), "", "| " + " | ".join(cells[0]) + " |",
+               "|" + "---|" * len(cells[0])]
+        out += ["| " + " | ".join(c) + " |" for c in cells[1:]]
+        if self.regressions:
+            out += ["", f"**{len(self.regressions)} regression(s):** " +
+                    ", ".join(f"{s.artifact} {s.metric}" for s in self.regressions)]
+        out += [f"- {n}" for n in self.notes]
+        return "\n".join(out) + "\n"
+
+
+def _normalizer(report: dict) -> float | None:
+    y = (report.get("machine") or {}).get("yardstick") or {}
+    peak = y.get("gemm_peak_gflops")
+    return float(peak) / 1e3 if peak else None
+
+
+def _basis(new: dict, base: dict, new_name: str, base_name: str) -> tuple[str, list[str]]:
+    from ..errors import InputError
+    diffs = machine_differences(new.get("machine") or {}, base.get("machine") or {})
+    if not diffs:
+        return "ms", []
+    lacking = [name for name, rep in ((new_name, new), (base_name, base)) if _normalizer(rep) is None]
+    if lacking:
+        raise InputError(f"the report and the baseline come from different machines ({'; '.join(diffs)}), and "
+                         f"{' and '.join(lacking)} records no machine yardstick to normalize by; rebuild it with "
+                         "this edgeclip (or compare on the machine the baseline came from)")
+    return "normalized", diffs
+
+
+def _latency_rows(new: dict, base: dict, basis: str, max_regression: float) -> list[LatencyRow]:
+    n, b = _values(new["results"], "latency_p50_ms"), _values(base["results"], "latency_p50_ms")
+    sn, sb = _values(new["results"], "latency_spread"), _values(base["results"], "latency_spread")
+    fn, fb = (1.0, 1.0) if basis == "ms" else (_normalizer(new), _normalizer(base))
+    rows = []
+    for k in sorted(n.keys() & b.keys()):
+        nv, bv = n[k] * fn, b[k] * fb
+        noise = max(sn.get(k, 0.0), sb.get(k, 0.0))
+        change = nv / bv - 1.0 if bv else 0.0
+        rows.append(LatencyRow("/".join(k[2:]), bv, nv, noise, change > max_regression and change > noise))
+    return rows
+
+
 def _accuracy_drops(new: list[dict], base: list[dict], max_drop: float) -> list[Shortfall]:
     old = {(_key(r), _metric(r)): r["value"] for r in base
            if r["metric"] in ACCURACY_METRICS and r["value"] is not None}
@@ -51,17 +152,34 @@ def _accuracy_drops(new: list[dict], base: list[dict], max_drop: float) -> list[
     return out
 
 
-def compare_reports(new: dict, baseline: dict, max_regression: float = 0.10,
-                    max_accuracy_drop: float = 0.005) -> tuple[list[Shortfall], list[str]]:
-    """(regressions, notes): notes name artifacts found on only one side."""
+def compare_reports(new: dict, baseline: dict, max_regression: float = 0.10, max_accuracy_drop: float = 0.005,
+                    names: tuple[str, str] = ("the report", "the baseline")) -> Comparison:
+    """Gate ``new`` against ``baseline``; ``names`` say which is which in error messages."""
     from ..errors import InputError
 
     n, b = new["results"], baseline["results"]
     if not {_key(r) for r in n} & {_key(r) for r in b}:
         raise InputError("the report and the baseline share no artifact (model, target, backend, tower, "
                          "quant); compare builds of the same recipe and target")
-    regressions = check_regression(n, b, "latency_p50_ms", max_regression) + _accuracy_drops(n, b, max_accuracy_drop)
+    basis, diffs = _basis(new, baseline, *names)
+    cmp = Comparison(basis=basis, differences=diffs)
+    cmp.rows = _latency_rows(new, baseline, basis, max_regression)
+    unit = "latency_p50_ms" if basis == "ms" else "latency_p50_ms x GFLOP/s"
+    cmp.regressions = [Shortfall(r.artifact, unit, r.new, r.baseline * (1 + max(max_regression, r.noise)), "<=")
+                       for r in cmp.rows if r.regressed] + _accuracy_drops(n, b, max_accuracy_drop)
     new_keys, base_keys = {_key(r) for r in n}, {_key(r) for r in b}
-    notes = [f"only in the new report: {'/'.join(k[2:])}" for k in sorted(new_keys - base_keys)]
-    notes += [f"only in the baseline: {'/'.join(k[2:])}" for k in sorted(base_keys - new_keys)]
-    return regressions, notes
+    cmp.notes = [f"only in the new report: {'/'.join(k[2:])}" for k in sorted(new_keys - base_keys)]
+    cmp.notes += [f"only in the baseline: {'/'.join(k[2:])}" for k in sorted(base_keys - new_keys)]
+    untimed = sorted(set(_values(b, "latency_p50_ms")) & new_keys - set(_values(n, "latency_p50_ms")))
+    if untimed:
+        cmp.notes.append("no latency in the new report for " + ", ".join("/".join(k[2:]) for k in untimed)
+                         + " (not timed in this run)")
+    flags = [set((r.get("machine") or {}).get("cpu_flags") or ()) & _INT8_FLAGS for r in (new, baseline)]
+    if basis == "normalized" and flags[0] != flags[1] and any(q.startswith(("int8", "w8a8", "8da4w")) for *_, q in new_keys):
+        cmp.notes.append(f"the machines differ in int8 SIMD support ({sorted(flags[1]) or 'none'} -> "
+                         f"{sorted(flags[0]) or 'none'}): normalized int8 latencies compare coarsely across them")
+    noisy = [r.artifact for r in cmp.rows if r.noise > max_regression]
+    if noisy:
+        cmp.notes.append(f"noise band wider than --max-regression for {', '.join(noisy)}: the gate there only "
+                         "catches regressions beyond the noise; rerun with --repeat K on a quieter machine")
+    return cmp

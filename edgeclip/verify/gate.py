@@ -1,8 +1,7 @@
 """Threshold gates: collect every shortfall, then fail once with a table.
 
 Accuracy gates compare an artifact's metrics with the target's thresholds (recipe overrides
-merged in). The latency regression gate compares a new report with a baseline report and
-flags artifacts whose p50 grew by more than a tolerance.
+merged in). The latency regression gate against a baseline report is ``verify.compare``.
 """
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from .._io import format_table
 from ..config import Thresholds
 from .report import Record
 
-__all__ = ["Shortfall", "check_accuracy", "check_regression", "format_shortfalls"]
+__all__ = ["Shortfall", "check_accuracy", "format_shortfalls"]
 
 # metric -> (threshold field, direction): ">=" means the value must be at least the threshold
 _ACCURACY = {
@@ -65,22 +64,6 @@ def check_accuracy(records: list[Record], thresholds: dict[str, Thresholds]) -> 
             v = values.get(metric)
             if v is None or v < limit:
                 out.append(Shortfall(name, metric, v, limit, op))
-    return out
-
-
-def check_regression(new: list[dict], baseline: list[dict], metric: str = "latency_p50_ms",
-                     tolerance: float = 0.10) -> list[Shortfall]:
-    """Artifacts whose ``metric`` grew by more than ``tolerance`` (fraction) over the baseline."""
-    def key(r):
-        return (r["model"], r["target"], r["backend"], r["tower"], r["quant"])
-    base = {key(r): r["value"] for r in baseline if r["metric"] == metric and r["value"] is not None}
-    out = []
-    for r in new:
-        if r["metric"] != metric or r["value"] is None or key(r) not in base:
-            continue
-        limit = base[key(r)] * (1.0 + tolerance)
-        if r["value"] > limit:
-            out.append(Shortfall("/".join(key(r)[2:]), metric, r["value"], limit, "<="))
     return out
 
 

@@ -22,6 +22,7 @@ METRIC_UNITS = {
     "cosine_mean": "", "cosine_min": "", "psnr_db": "dB", "top1_agreement": "fraction",
     "zero_shot_top1": "fraction", "r1_agreement": "fraction", "r5_agreement": "fraction",
     "latency_p50_ms": "ms", "latency_p90_ms": "ms", "latency_p95_ms": "ms", "latency_min_ms": "ms", "load_ms": "ms",
+    "latency_spread": "fraction", "latency_p50_roofline": "x",
     "runtime_start_ms": "ms", "memory_mb": "MB", "peak_rss_mb": "MB", "size_mb": "MB", "delegated_fraction": "fraction",
     "compute_delegated_fraction": "fraction", "gflop": "GFLOP", "build_s": "s", "roofline_ratio": "x",
 }
@@ -108,6 +109,8 @@ def machine_info() -> dict:
             if torch.cuda.is_available() else None}
     from .. import tool_versions
     info.update({k: v for k, v in tool_versions().items() if k not in ("edgeclip", "torch", "onnx")})
+    from .machine import cpu_flags
+    info["cpu_flags"] = cpu_flags()
     return info
 
 
@@ -125,6 +128,8 @@ def read_report(path: Path) -> dict:
 def _fmt(v, unit: str) -> str:
     if v is None:
         return "-"
+    if unit == "ms" and abs(v) < 10:  # a tiny tower's sub-millisecond latencies keep three digits
+        return f"{v:.3g}"
     if unit in ("ms", "MB", "dB"):
         return f"{v:.1f}"
     return f"{v:.4f}"
@@ -143,11 +148,17 @@ def records_table(records: Iterable[Record], metrics: list[str]) -> list[list[st
 
 def _markdown(records: list[Record], machine: dict, extra_md: str) -> str:
     acc = ["cosine_mean", "cosine_min", "psnr_db", "top1_agreement", "r1_agreement"]
-    perf = ["latency_p50_ms", "latency_p90_ms", "load_ms", "memory_mb", "runtime_start_ms", "size_mb",
-            "delegated_fraction", "compute_delegated_fraction"]
+    perf = ["latency_p50_ms", "latency_p90_ms", "latency_spread", "latency_p50_roofline", "load_ms", "memory_mb",
+            "runtime_start_ms", "size_mb", "delegated_fraction", "compute_delegated_fraction"]
     out = ["# edgeclip build report", "",
            f"Machine: {machine.get('cpu')} ({machine.get('cores')} cores), {machine.get('os')}, "
            f"torch {machine.get('torch')}", ""]
+    y = machine.get("yardstick")
+    if y:
+        out += [f"Yardstick, measured in the timing run at {y['threads']} threads: large-GEMM fp32 peak "
+                f"{y['gemm_peak_gflops']:.0f} GFLOP/s, DRAM copy bandwidth {y['memory_bandwidth_gbs']:.1f} GB/s. "
+                "latency_p50_roofline = p50 / (the tower's FLOPs at that peak); latency_spread = the relative range "
+                "of the artifact's per-round medians (the run's noise band).", ""]
     for title, metrics in (("Accuracy against the fp32 reference", acc), ("Latency and size", perf)):
         out += [f"## {title}", "", "| backend | tower | quant | runner | " + " | ".join(metrics) + " |",
                 "|" + "---|" * (4 + len(metrics))]

@@ -246,7 +246,7 @@ def test_first_build_finishes_intact(lock_race):
     log = _log(lock_race.out)
     # one build's stages, each run once: nothing from the refused build, nothing interleaved
     assert [e["status"] for e in log] == ["ran"] * len(log)
-    assert sorted(e["stage"] for e in log) == sorted(["teacher", "reference", "export", "verify", "bench"])
+    assert sorted(e["stage"] for e in log) == sorted(["teacher", "reference", "export", "verify", "bench", "rounds"])
     assert len({(e["stage"], e["key"]) for e in log}) == len(log)
 
 
@@ -308,4 +308,4 @@ def test_kill_while_the_bundle_is_rewritten_leaves_no_stale_manifest(inputs, bui
         rc = main(_args(inputs, out))
     assert rc == 130 and "edgeclip: interrupted" in capsys.readouterr().err
     assert not (out / "manifest.json").exists()
-    assert [e["status"] for e in _log(out)[before:]] == ["cached"] * 5  # only the bundle stage ran
+    assert [e["status"] for e in _log(out)[before:]] == ["cached"] * 6  # only the bundle stage ran

@@ -40,18 +40,17 @@ def test_thirty_percent_slowdown_trips_and_noise_passes(tmp_path, capsys):
 
 
 def test_accuracy_drop_beyond_bound_is_a_regression():
-    regs, _ = compare_reports(_report(cos=0.990), _report(cos=0.999), 0.1, 0.005)
+    regs = compare_reports(_report(cos=0.990), _report(cos=0.999), 0.1, 0.005).regressions
     assert [(r.metric, r.artifact) for r in regs] == [("cosine_mean", "litert/image/int8-static")]
-    regs, _ = compare_reports(_report(cos=0.997), _report(cos=0.999), 0.1, 0.005)
-    assert regs == []
+    assert compare_reports(_report(cos=0.997), _report(cos=0.999), 0.1, 0.005).regressions == []
 
 
 def test_artifacts_on_one_side_are_noted_not_failed():
     extra = [{"model": "builtin:tiny-vit", "target": "android", "backend": "executorch", "tower": "image",
               "quant": "fp32", "runner": "x", "emulated": False, "metric": "latency_p50_ms",
               "value": 99.0, "unit": "ms"}]
-    regs, notes = compare_reports(_report(extra=extra), _report(), 0.1, 0.005)
-    assert regs == [] and notes == ["only in the new report: executorch/image/fp32"]
+    cmp = compare_reports(_report(extra=extra), _report(), 0.1, 0.005)
+    assert cmp.regressions == [] and cmp.notes == ["only in the new report: executorch/image/fp32"]
 
 
 @pytest.mark.parametrize("bad", ["ten", "-5%", "2000%"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeclip.config import Thresholds
-from edgeclip.verify.gate import check_accuracy, check_regression, format_shortfalls
+from edgeclip.verify.gate import check_accuracy, format_shortfalls
 from edgeclip.verify.metrics import (
     cosine_rows, embedding_metrics, psnr_db, retrieval_agreement, top1_agreement, zero_shot_accuracy,
 )
@@ -72,13 +72,6 @@ def test_gate_collects_every_shortfall():
                    ("onnx/image/fp32", "r1_agreement"), ("onnx/image/int8-dynamic", "r1_agreement")}
     table = format_shortfalls(short)
     assert "onnx/image/int8-dynamic" in table and ">= 0.98" in table and "missing" in table
-
-
-def test_regression_gate():
-    base = [_rec("fp32", "latency_p50_ms", 10.0).__dict__]
-    assert check_regression([_rec("fp32", "latency_p50_ms", 10.5).__dict__], base) == []
-    slow = check_regression([_rec("fp32", "latency_p50_ms", 12.0).__dict__], base)
-    assert len(slow) == 1 and slow[0].value == 12.0
 
 
 def test_record_rejects_unknown_metric():

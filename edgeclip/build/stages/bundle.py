@@ -46,7 +46,7 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     from ...verify import refstore
     from ...verify.distill_summary import distill_md, distill_summaries
     from ...verify.reference import Reference, margins_md, reference_margins, reference_zero_shot
-    from ...verify.report import write_report, zero_shot_md
+    from ...verify.report import machine_info, write_report, zero_shot_md
     out, r, t = ctx.out, ctx.plan.recipe, ctx.plan.target
     t0 = time.perf_counter()
     m = stage_model(model_dir)
@@ -82,7 +82,9 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     reference = Reference.load(ref_dir)
     margins = reference_margins(reference)
     groups = reference_zero_shot(reference)
-    write_report(out, records, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
+    machine = {**machine_info(), "bench_threads": t.bench.threads,
+               **({"yardstick": ctx.yardstick} if ctx.yardstick else {})}
+    write_report(out, records, machine=machine, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
                                       "reference_margins": margins, "zero_shot_groups": groups, "distill": distill},
                  extra_md="\n\n".join(x for x in (zero_shot_md(groups, records), refstore.provenance_md(ref),
                                                    margins_md(margins), distill_md(distill) if distill else "") if x))
@@ -103,7 +105,7 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
         "labels": bundle_labels(out, ctx.plan.labels, m),
         "artifacts": arts,
         "reference": ref,
-        "bench": {"warmup": t.bench.warmup, "runs": t.bench.runs, "threads": t.bench.threads},
+        "bench": {"warmup": t.bench.warmup, "runs": t.bench.runs, "threads": t.bench.threads, "rounds": t.bench.rounds},
         "versions": ctx.versions,
     }
     manifest["snippets"] = write_snippets(out, manifest)  # from the manifest alone, as an app developer sees it

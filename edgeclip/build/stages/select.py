@@ -63,8 +63,10 @@ def records(ctx, res) -> list:
     out = metric_records(base, res.metrics)
     if res.latency:
         # the artifact's own load and memory, the runtime's start-up apart (verify.latency says how)
-        for k, m in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("load_ms", "load_ms"),
-                     ("runtime_start_ms", "runtime_start_ms"), ("memory_mb", "memory_mb")):
+        # p50/p90/min/spread from the interleaved rounds; p50_roofline: p50 / the tower's FLOPs at the GEMM peak
+        for k, m in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("min_ms", "latency_min_ms"),
+                     ("spread", "latency_spread"), ("p50_roofline", "latency_p50_roofline"), ("gflop", "gflop"),
+                     ("load_ms", "load_ms"), ("runtime_start_ms", "runtime_start_ms"), ("memory_mb", "memory_mb")):
             if res.latency.get(k) is not None:
                 out.append(Record(**base, metric=m, value=res.latency[k]))
     out.append(Record(**base, metric="size_mb", value=res.artifact["size_bytes"] / 1e6))
