@@ -106,18 +106,49 @@ def bench_host(args) -> Path:
                           ("size_mb", a["size_bytes"] / 1e6)):
             if v is not None:
                 records.append(Record(**base, metric=metric, value=v))
+    records += _accuracy_records(bundle_dir, entries)
     out = Path(args.out) if args.out else bundle_dir / "bench-host"
     out.mkdir(parents=True, exist_ok=True)
     machine = {**machine_info(), "bench_threads": threads, "yardstick": yard}
     write_report(out, records, machine=machine,
                  extra={"bench": {"warmup": warmup, "runs": runs, "rounds": rounds, "threads": threads,
-                                  "repeat": args.repeat, "skipped": skipped}})
+                                  "repeat": args.repeat, "skipped": skipped,
+                                  "accuracy": "copied from the bundle's report.json (the build's verify stage)"}})
     print(format_table([["backend", "tower", "quant", "runner", *_COLS]] + records_table(records, _COLS), rule=False))
     print(f"\n{machine['cpu']} ({machine['cores']} cores), GEMM peak {yard['gemm_peak_gflops']:.0f} GFLOP/s; "
           f"median of {args.repeat} timing(s); report: {out / 'report.json'}")
     for s in skipped:
         print(f"note: not timed here: {s}")
     return out / "report.json"
+
+
+def _accuracy_records(bundle_dir: Path, entries: list[dict]) -> list:
+    """The shipped artifacts' accuracy records from the build's report: re-timing does not change
+    them, and one report then gates latency and accuracy together."""
+    from ..verify.compare import ACCURACY_METRICS
+    from ..verify.report import Record, read_report
+    path = bundle_dir / "report.json"
+    if not path.exists():
+        return []
+    shipped = {(a["backend"], a["tower"], a["quant"]) for a in entries}
+    return [Record(**r) for r in read_report(path)["results"]
+            if r["metric"] in ACCURACY_METRICS and (r["backend"], r["tower"], r["quant"]) in shipped]
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:  # appended: a CI job summary collects every step's
+        f.write(text)
+
+
+def _latency_markdown(report: dict, path: Path) -> str:
+    """A report's latency table for ``--summary`` when there is no baseline to gate on."""
+    from ..verify.report import Record, records_table
+    cols = ["latency_p50_ms", "latency_p90_ms", "latency_spread", "size_mb"]
+    rows = records_table([Record(**r) for r in report["results"]], cols)
+    m = report.get("machine") or {}
+    out = [f"### edgeclip latency ({path})", "", f"{m.get('cpu') or '?'}; no baseline given", "",
+           "| backend | tower | quant | runner | " + " | ".join(cols) + " |", "|" + "---|" * (4 + len(cols))]
+    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
 def _gflop(manifest: dict, tower: str) -> float | None:
@@ -149,6 +180,8 @@ def main(args) -> int:
                          "'edgeclip build' or a report.json path")
     new = read_report(path)
     if not args.baseline:
+        if args.summary:
+            _append(args.summary, _latency_markdown(new, path))
         print(f"{path}: {len(new['results'])} records; pass --baseline OLD.json to gate on regressions")
         return 0
     base = read_report(Path(args.baseline))
@@ -159,8 +192,7 @@ def main(args) -> int:
     for n in cmp.notes:
         print(f"note: {n}")
     if args.summary:
-        with open(args.summary, "a", encoding="utf-8") as f:  # appended: a job summary collects steps
-            f.write(cmp.markdown())
+        _append(args.summary, cmp.markdown())
     if cmp.regressions:
         print(f"{len(cmp.regressions)} regression(s) against {args.baseline} "
               f"(latency > +{args.max_regression} and beyond the noise band, accuracy < -{args.max_accuracy_drop}):")

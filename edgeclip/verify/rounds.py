@@ -1,13 +1,13 @@
 """Latency in interleaved rounds, beside the machine's yardstick: the numbers the CI gate reads.
 
 Every artifact of a build is loaded into one child process and timed round-robin: each round
-re-measures the GEMM peak (``machine.PeakProbe``), then gives every runner a short block (one
-re-warm call after the previous runtime's block, then ``runs / rounds`` timed calls, more for a
-fast artifact until the block lasts ``MIN_BLOCK_MS``). A load spike on a shared
-machine then hits all artifacts and the yardstick alike, and the spread of each artifact's
-per-round medians is the run's own noise band (``spread``: (max - min) / median of the round
-medians), which the gate requires a regression to exceed. Load time and memory stay the isolated
-per-artifact measurement of ``verify.latency``.
+re-measures the GEMM peak (``machine.PeakProbe``) and lets its BLAS threads go idle, then gives
+every runner a short block (one re-warm call after the previous runtime's block, then ``runs /
+rounds`` timed calls, more for a fast artifact until the block lasts ``MIN_BLOCK_MS``). A load
+spike on a shared machine then hits all artifacts and the yardstick alike, and the spread of
+each artifact's per-round medians is the run's own noise band (``spread``: their range over the
+p50, the two extreme rounds left out), which the gate requires a regression to exceed. Load time
+and memory stay the isolated per-artifact measurement of ``verify.latency``.
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ import numpy as np
 
 from ..errors import ExportError
 
-__all__ = ["MIN_BLOCK_MS", "time_round_robin", "round_stats", "time_in_rounds", "median_timing"]
+__all__ = ["MIN_BLOCK_MS", "PROBE_SETTLE_S", "time_round_robin", "round_stats", "time_in_rounds", "median_timing"]
 
 MIN_BLOCK_MS = 25.0  # a round's least time per artifact: 4 calls of a 0.3 ms tower measure only noise
+PROBE_SETTLE_S = 0.3  # idle time after each yardstick GEMM, before the artifacts' blocks
 
 
 def _call_ms(runner, x) -> float:
@@ -51,6 +52,9 @@ def time_round_robin(runners, sample_of, warmup: int, runs: int, rounds: int, pr
     for _ in range(rounds):
         if probe is not None:
             probe.measure()
+            # OpenBLAS's threads spin ~0.1 s after a GEMM returns: a block started at once ran
+            # 2.6x slower here (2.40 vs 0.91 ms, LiteRT fp32 on 2 cores) for whichever runner came first
+            time.sleep(PROBE_SETTLE_S)
         for i, runner in enumerate(runners):
             x = sample_of(i)
             runner(*x)  # re-warm after the previous runtime's block
@@ -62,13 +66,16 @@ def time_round_robin(runners, sample_of, warmup: int, runs: int, rounds: int, pr
 
 
 def round_stats(per_round: list[list[float]]) -> dict:
-    """p50/p90/min over every timed call, each round's median, and their relative spread."""
+    """p50/p90/min over every timed call, each round's median, and their relative spread: the
+    range of the round medians over the p50, the fastest and slowest round left out from 5 rounds
+    on (the p50 over every call already shrugs off one odd round; the band is the p50's noise)."""
     flat = np.array([t for r in per_round for t in r])
     meds = [float(np.median(r)) for r in per_round]
+    mid = sorted(meds)[1:-1] if len(meds) >= 5 else meds
     p50 = float(np.median(flat))
     return {"p50_ms": p50, "p90_ms": float(np.percentile(flat, 90)), "min_ms": float(flat.min()),
             "runs": int(flat.size), "rounds": len(per_round), "round_p50_ms": meds,
-            "spread": (max(meds) - min(meds)) / p50 if p50 > 0 else 0.0}
+            "spread": (max(mid) - min(mid)) / p50 if p50 > 0 else 0.0}
 
 
 def time_in_rounds(artifacts: list[dict], inputs: list[tuple[np.ndarray, ...]], warmup: int, runs: int,

@@ -98,6 +98,9 @@ def test_round_stats_spread_and_median_of_repeats():
     s = round_stats([[1.0, 1.2], [1.1, 1.1], [1.5, 1.5]])
     assert s["rounds"] == 3 and s["runs"] == 6 and s["round_p50_ms"] == [1.1, 1.1, 1.5]
     assert s["spread"] == pytest.approx((1.5 - 1.1) / s["p50_ms"])
+    # from five rounds on, the fastest and the slowest round do not widen the band
+    five = round_stats([[1.0], [1.1], [1.2], [3.0], [0.5]])
+    assert five["p50_ms"] == 1.1 and five["spread"] == pytest.approx((1.2 - 1.0) / 1.1)
     m = median_timing([dict(s, p50_ms=1.0, spread=0.01), dict(s, p50_ms=1.3, spread=0.02), dict(s, p50_ms=1.1, spread=0.03)])
     assert m["p50_ms"] == 1.1 and m["repeats"] == 3
     assert m["spread"] == pytest.approx(0.3 / 1.1)  # the repeats disagreed more than any run's own spread

@@ -28,13 +28,13 @@ def _gflop(facts, tower: str) -> float | None:
 
 def rounds(ctx, results, model_dir: Path) -> dict | None:
     """Time every artifact the bench stage timed; return the yardstick (None: nothing timed)."""
-    from ...verify.rounds import MIN_BLOCK_MS, time_in_rounds
+    from ...verify.rounds import MIN_BLOCK_MS, PROBE_SETTLE_S, time_in_rounds
     from .artifact import _bench_inputs, _load_artifact
     t = ctx.plan.target
     timed = [r for r in results if r.latency]
     if not timed:
         return None
-    key = stable_hash("rounds/1", [r.bench_key for r in timed], t.bench, MIN_BLOCK_MS, ctx.versions)
+    key = stable_hash("rounds/2", [r.bench_key for r in timed], t.bench, MIN_BLOCK_MS, PROBE_SETTLE_S, ctx.versions)
 
     def run(tmp: Path):
         arts = [_load_artifact(r.artifact_dir) for r in timed]
