@@ -58,7 +58,6 @@ def bench_host(args) -> Path:
     from ..verify.reference import Reference
     from ..verify.report import Record, machine_info, records_table, write_report
     from ..verify.rounds import median_timing, time_in_rounds
-    from ..verify.run import why_no_runner
     from ..backends import BACKENDS
 
     if args.repeat < 1:
@@ -72,8 +71,9 @@ def bench_host(args) -> Path:
     entries, arts, skipped = [], [], []
     for a in (a for a in manifest["artifacts"] if a["shipped"]):
         art = artifact_from_entry(bundle_dir, a)
-        if BACKENDS.get(art.backend).runner(art, threads=1) is None:  # CoreML off macOS: nothing to time
-            skipped.append(f"{a['backend']}/{a['tower']}/{a['quant']} ({why_no_runner(art)})")
+        why = BACKENDS.get(art.backend).why_no_runner(art)  # CoreML off macOS: nothing to time here
+        if why:
+            skipped.append(f"{a['backend']}/{a['tower']}/{a['quant']} ({why})")
             continue
         entries.append(a)
         arts.append(art)

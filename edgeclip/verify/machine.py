@@ -80,6 +80,7 @@ def _fields(machine: dict) -> dict:
 
 def machine_differences(new: dict, base: dict) -> list[str]:
     """``field: base -> new`` for each description field that differs; [] means the same kind of
-    machine (a field neither report records does not count)."""
+    machine. A field only one report records does not count (a report from an older edgeclip
+    lacks ``bench_threads``; a phone's has no host runtime versions)."""
     a, b = _fields(new), _fields(base)
-    return [f"{k}: {b[k]} -> {a[k]}" for k in MATCH_FIELDS if a[k] != b[k] and not (a[k] is None and b[k] is None)]
+    return [f"{k}: {b[k]} -> {a[k]}" for k in MATCH_FIELDS if a[k] is not None and b[k] is not None and a[k] != b[k]]

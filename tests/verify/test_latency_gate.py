@@ -92,6 +92,9 @@ def test_machine_differences_name_each_field():
     a.pop("bench_threads"), b.pop("bench_threads")
     b["yardstick"] = dict(b["yardstick"], threads=1)
     assert machine_differences(a, b) == ["bench_threads: 1 -> 2"]
+    # a field only one side records (an older report without bench threads) does not count
+    b.pop("yardstick")
+    assert machine_differences(a, b) == []
 
 
 def test_round_stats_spread_and_median_of_repeats():
@@ -102,8 +105,14 @@ def test_round_stats_spread_and_median_of_repeats():
     five = round_stats([[1.0], [1.1], [1.2], [3.0], [0.5]])
     assert five["p50_ms"] == 1.1 and five["spread"] == pytest.approx((1.2 - 1.0) / 1.1)
     m = median_timing([dict(s, p50_ms=1.0, spread=0.01), dict(s, p50_ms=1.3, spread=0.02), dict(s, p50_ms=1.1, spread=0.03)])
-    assert m["p50_ms"] == 1.1 and m["repeats"] == 3
-    assert m["spread"] == pytest.approx(0.3 / 1.1)  # the repeats disagreed more than any run's own spread
+    assert m["p50_ms"] == 1.1 and m["repeats"] == 3 and m["repeat_p50_ms"] == [1.0, 1.3, 1.1]
+    assert m["spread"] == pytest.approx(2 * 0.1 / 1.1)  # the repeats disagreed more than any run's own spread
+    # one run caught in a slow spell moves neither the median nor the band much
+    spell = median_timing([dict(s, p50_ms=1.16, spread=0.01), dict(s, p50_ms=0.80, spread=0.01),
+                           dict(s, p50_ms=0.76, spread=0.02)])
+    assert spell["p50_ms"] == 0.80 and spell["spread"] == pytest.approx(2 * 0.04 / 0.80)
+    two = median_timing([dict(s, p50_ms=1.0, spread=0.0), dict(s, p50_ms=1.2, spread=0.0)])
+    assert two["spread"] == pytest.approx(0.2 / 1.1)  # two runs: their whole disagreement
 
 
 def test_round_robin_interleaves_and_lengthens_blocks_of_fast_runners():
