@@ -1,7 +1,7 @@
 """The ``edgeclip`` command: argument parsing, exit codes, one-line errors.
 
 A thin parser: each verb is one call, into ``edgeclip.build`` (build, reference) or into the
-verb's module ``edgeclip.commands.<verb>`` (pretrain, reinforce, verify, predict, inspect, bench).
+verb's module ``edgeclip.commands.<verb>`` (pretrain, distill, reinforce, verify, predict, inspect, bench).
 
 Exit codes: 0 success, 1 a verification threshold failed, 2 bad input or a missing
 toolchain, 3 an internal error (a bug: please report it with ``--debug`` output).
@@ -58,6 +58,11 @@ def _cmd_inspect(args) -> int:
 def _cmd_pretrain(args) -> int:
     from .commands import pretrain
     return pretrain.main(args)
+
+
+def _cmd_distill(args) -> int:
+    from .commands import distill
+    return distill.main(args)
 
 
 def _cmd_reinforce(args) -> int:
@@ -130,6 +135,14 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", help="root folder (default: build/<recipe>); builds under it reuse the teacher")
     pt.add_argument("--force", action="store_true", help="train again even if a cached teacher exists")
     pt.set_defaults(func=_cmd_pretrain)
+
+    ds = sub.add_parser("distill", help="train a recipe's distillation stages (torchrun-ready); builds reuse them")
+    ds.add_argument("--recipe", help="recipe name or .yaml path with distill stages (default: the embedded default)")
+    ds.add_argument("--stage", type=int, metavar="K", help="train stages 1..K only (default: all)")
+    ds.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto: cuda (one GPU per rank, bf16 autocast) when present, else cpu")
+    ds.add_argument("--out", help="root folder (default: build/<recipe>); builds with --out ROOT/<target> reuse it")
+    ds.set_defaults(func=_cmd_distill)
 
     rf = sub.add_parser("reinforce", help="write a recipe's MobileCLIP reinforced dataset (torchrun-ready)")
     rf.add_argument("--recipe", help="recipe name or .yaml path with a mobileclip stage")

@@ -2,7 +2,7 @@
 
     METHODS                     Registry("distillation method"): name -> module with
                                 check(stage) (plan-time validation) and run(teacher_dir, init_dir,
-                                stage, recipe, out, checkpoint_dir): tinyclip, mobileclip, dcclip
+                                stage, recipe, out, checkpoint_dir, device): tinyclip, mobileclip, dcclip
     clip_loss(image_emb, text_emb, logit_scale)      symmetric InfoNCE, gathered across ranks
     gather_features(x)                               all_gather, gradient kept for the local shard
     Trainer(module, loss_fn, data, TrainConfig(...)).fit(stop_at=None) -> TrainResult
@@ -11,6 +11,8 @@
                   device) -> ClipModel               train a CLIP from scratch (default teacher)
     zero_shot_accuracy(model, kind, n, split) / evaluate_synthetic(model)
     training_pairs(source, image_size, seed) / distill_batches(...)   a recipe's data.train as pairs / batches
+    setup_distributed(device) / barrier() / teardown(info) / resolve_device(device)
+                                                     the torchrun process group (gloo / nccl)
 
 Importing this package imports neither torch nor any method: names load on first use.
 """
@@ -24,6 +26,7 @@ __all__ = [
     "METHODS", "clip_loss", "clip_logits", "gather_features", "affinity_loss", "tinyclip_loss", "Trainer", "TrainConfig",
     "TrainResult", "StepBatches", "pretrain_clip", "train_clip", "PRETRAIN_DEFAULTS",
     "zero_shot_accuracy", "evaluate_synthetic", "ZeroShotScore", "retrieval_r1", "training_pairs", "distill_batches",
+    "setup_distributed", "barrier", "teardown", "resolve_device",
 ]
 
 METHODS: Registry = Registry("distillation method")
@@ -52,6 +55,7 @@ _LAZY = {
     "pretrain_clip": "pretrain", "train_clip": "pretrain", "PRETRAIN_DEFAULTS": "pretrain",
     "zero_shot_accuracy": "evaluate", "evaluate_synthetic": "evaluate", "ZeroShotScore": "evaluate",
     "retrieval_r1": "evaluate", "training_pairs": "_data", "distill_batches": "_data",
+    "setup_distributed": "_dist", "barrier": "_dist", "teardown": "_dist", "resolve_device": "_dist",
 }
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistInfo", "setup_distributed", "resolve_device"]
+__all__ = ["DistInfo", "setup_distributed", "resolve_device", "barrier", "teardown"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,19 @@ def setup_distributed(device: torch.device) -> DistInfo:
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, created=True)
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op outside a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def teardown(info: DistInfo) -> None:
+    """Leave the process group ``info`` created (its owner's job)."""
+    import torch.distributed as dist
+
+    if info.created and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

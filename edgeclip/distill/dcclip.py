@@ -235,7 +235,7 @@ def evaluate_languages(model, langs, n: int = 200) -> dict:
 
 
 def train_stage(teacher, init, stage, opts: DcClipOptions, source, seed: int = 0, checkpoint_dir=None,
-                progress: bool = True):
+                progress: bool = True, device: str = "auto"):
     """One DC-CLIP stage; returns ``(student, record)``."""
     from ._data import parallel_pairs
     from .batches import StepBatches
@@ -246,7 +246,7 @@ def train_stage(teacher, init, stage, opts: DcClipOptions, source, seed: int = 0
     student = _new_student(stage, opts, pairs, seed) if fresh else init
     batches = StepBatches(pairs, stage.batch_size, seed=seed, collate=_Collate(student, teacher, pairs.langs))
     cfg = dict(steps=stage.steps, lr=stage.lr, weight_decay=stage.weight_decay, warmup_steps=stage.warmup_steps,
-               seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, desc=f"dcclip {opts.phase}",
+               seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, desc=f"dcclip {opts.phase}", device=device,
                checkpoint_every=stage_checkpoint_every(stage.steps, checkpoint_dir))
     if opts.phase == "features":
         student, result = _features(student, teacher, opts, batches, cfg)
@@ -255,12 +255,14 @@ def train_stage(teacher, init, stage, opts: DcClipOptions, source, seed: int = 0
     record = {"phase": opts.phase, "fresh_student": fresh, "languages": list(pairs.langs),
               "tokenizer": {"kind": student.tokenizer.kind, "vocab_size": int(student.tokenizer.vocab_size)},
               "steps": result.steps, "final_loss": result.final_loss, "samples_per_s": result.samples_per_s,
-              "wall_s": result.wall_s, "losses": result.losses[:: max(1, len(result.losses) // 50)],
+              "wall_s": result.wall_s, "device": result.device, "world_size": result.world_size,
+              "precision": result.precision, "resumed_at_step": result.start_step, "losses": result.losses[:: max(1, len(result.losses) // 50)],
               "parts": {k: v[-1] for k, v in result.parts.items()}}
     return student.eval(), record
 
 
-def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_dir: Path | None = None) -> None:
+def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_dir: Path | None = None,
+        device: str = "auto") -> None:
     from ..models import load_model, save_model
 
     opts = parse_options(stage.options)
@@ -269,7 +271,7 @@ def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_
     teacher = load_model(f"file:{Path(teacher_dir) / 'model.safetensors'}").eval()
     init = None if stage.student else load_model(f"file:{Path(init_dir) / 'model.safetensors'}")
     student, record = train_stage(teacher, init, stage, opts, recipe.data.train, seed=recipe.seed,
-                                  checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+                                  checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, device=device)
     record.update({"stage": asdict(stage), "seconds": time.perf_counter() - t0})
     if opts.evaluate:
         langs = tuple(recipe.data.train.languages)

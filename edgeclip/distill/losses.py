@@ -4,7 +4,9 @@ Embeddings come in L2-normalized (the towers' contract); ``logit_scale`` is the 
 (``exp`` of a learned log-scale, or a fixed number such as TinyCLIP's 50), never its log.
 Under ``torch.distributed`` every loss sees the whole global batch through ``gather_features``,
 with open_clip's semantics (``local_loss=False, gather_with_grad=False``): each rank computes the
-full loss, gradients flow only into its own shard, and DDP's gradient averaging combines them.
+full loss, gradients flow only into its own shard, scaled by the world size so that DDP's
+gradient average equals the single-process gradient (open_clip's is 1/world of it, which Adam
+mostly hides but gradient clipping does not).
 
 Method losses live here too (TinyCLIP affinity mimicking now; MobileCLIP ensemble KD later),
 each tested against a naive reference forward and backward, as ``clip_loss`` is.
@@ -26,9 +28,27 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+class _TimesWorld(torch.autograd.Function):
+    """Identity forward; backward multiplies by the world size. DDP averages the ranks' gradients,
+    and each rank's features get the full loss's gradient through its own rows only, so the average
+    would be the single-process gradient / world. Scaling here, on the feature path alone, makes
+    it exact while parameters the loss uses directly (a learned logit scale: the same full-loss
+    gradient on every rank) stay right under the average."""
+
+    @staticmethod
+    def forward(ctx, x, world: int):
+        ctx.world = world
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.world, None
+
+
 def gather_features(x: torch.Tensor) -> torch.Tensor:
     """``[B, D]`` local features -> ``[world*B, D]`` in rank order, the local shard keeping its
-    autograd graph (the others are detached copies). Identity outside a process group.
+    autograd graph (the others are detached copies), its gradient scaled by the world size for
+    DDP's average (``_TimesWorld``). Identity outside a process group.
 
     Every rank must pass the same batch size (all_gather needs equal shapes)."""
     rank, world = _world()
@@ -38,7 +58,7 @@ def gather_features(x: torch.Tensor) -> torch.Tensor:
 
     gathered = [torch.empty_like(x) for _ in range(world)]
     dist.all_gather(gathered, x.detach().contiguous())
-    gathered[rank] = x  # put the graph back for our shard: gradients reach only local features
+    gathered[rank] = _TimesWorld.apply(x, world)  # our shard's graph back: gradients reach only local features
     return torch.cat(gathered, dim=0)
 
 

@@ -190,6 +190,7 @@ def train_reinforced(student, reinforced_dir: Path, opts: MobileClipOptions, *, 
     student.config = dict(student.config, logit_scale=student.logit_scale)
     return {"steps": result.steps, "final_loss": result.final_loss, "samples_per_s": result.samples_per_s,
             "wall_s": result.wall_s, "device": result.device, "world_size": result.world_size,
+            "precision": result.precision, "resumed_at_step": result.start_step,
             "losses": result.losses[:: max(1, len(result.losses) // 50)], "teacher_dims": dims,
             "teacher_scales": scales, "reinforced": str(reinforced_dir), "samples": len(pairs)}
 
@@ -219,7 +220,8 @@ def ensure_reinforced(recipe, opts: MobileClipOptions, teacher, teacher_uri: str
     return where
 
 
-def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_dir: Path | None = None) -> None:
+def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_dir: Path | None = None,
+        device: str = "auto") -> None:
     """The pipeline's entry: reinforce (once), train the student, write ``out/model.safetensors``
     and ``out/distill.json``."""
     from ..models import load_model, save_model
@@ -234,7 +236,7 @@ def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_
     student = make_student(stage.student, recipe.seed)
     record = train_reinforced(student, reinforced, opts, steps=stage.steps, batch_size=stage.batch_size,
                               lr=stage.lr, weight_decay=stage.weight_decay, warmup_steps=stage.warmup_steps,
-                              seed=recipe.seed, checkpoint_dir=str(ckpt / "train"),
+                              seed=recipe.seed, checkpoint_dir=str(ckpt / "train"), device=device,
                               desc=f"mobileclip {stage.name or ''}".strip())
     record.update({"stage": asdict(stage), "reinforce_s": reinforce_s, "seconds": time.perf_counter() - t0,
                    "params": {"student": {"image": int(student.facts.params_image), "text": int(student.facts.params_text)},

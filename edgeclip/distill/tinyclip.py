@@ -197,6 +197,7 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
               "student_logit_scale": student.logit_scale, "steps": result.steps,
               "final_loss": result.final_loss, "samples_per_s": result.samples_per_s,
               "wall_s": result.wall_s, "device": result.device, "world_size": result.world_size,
+              "precision": result.precision, "resumed_at_step": result.start_step,
               "losses": result.losses[:: max(1, len(result.losses) // 50)],
               "params": {"teacher": _params(teacher), "init": _params(init), "student": _params(student)}}
     return student.eval(), record
@@ -206,7 +207,8 @@ def _params(m) -> dict[str, int]:
     return {"image": int(m.facts.params_image), "text": int(m.facts.params_text)}
 
 
-def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_dir: Path | None = None) -> None:
+def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_dir: Path | None = None,
+        device: str = "auto") -> None:
     """The pipeline's entry: distil into ``out/model.safetensors`` + ``out/distill.json``;
     ``checkpoint_dir`` (outside ``out``) lets a killed build resume mid-stage."""
     from ..models import load_model, save_model
@@ -221,7 +223,7 @@ def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_
     student, record = distill(
         teacher, init, opts, steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr,
         weight_decay=stage.weight_decay, warmup_steps=stage.warmup_steps, data=data, seed=recipe.seed,
-        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, device=device,
         desc=f"tinyclip {stage.name or ''}".strip())
     record["stage"] = asdict(stage)
     record["seconds"] = time.perf_counter() - t0

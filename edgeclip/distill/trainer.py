@@ -274,7 +274,13 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return loss.detach(), {k: v.detach() for k, v in parts.items()}, n, norm
+        logged = loss.detach()
+        if self.dist.world_size > 1:  # the global batch's loss (each rank's is over its own rows)
+            import torch.distributed as dist
+            logged = logged.clone()
+            dist.all_reduce(logged)
+            logged /= self.dist.world_size
+        return logged, {k: v.detach() for k, v in parts.items()}, n, norm
 
     def fit(self, stop_at: int | None = None) -> TrainResult:
         """Train from the current step (or the checkpoint) to ``config.steps``, or stop early at
