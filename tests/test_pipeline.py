@@ -53,6 +53,10 @@ def test_tiny_recipe_builds_every_target(tmp_path, target, capsys):
     for a in shipped:
         assert (out / a["file"]).exists()
     assert (out / "report.json").exists() and (out / "report.md").exists()
+    # one recommended artifact per tower across the target's backends, shipped and in the bundle
+    assert set(manifest["recommended"]) == {"image", "text"} and manifest["select"]["policy"] == "fastest"
+    assert set(manifest["recommended"].values()) <= {a["file"] for a in shipped}
+    assert "## Selection (policy: fastest" in (out / "report.md").read_text()
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert "report:" in printed and "shipped" in printed
     report = json.loads((out / "report.json").read_text())

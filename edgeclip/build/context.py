@@ -71,6 +71,7 @@ class ArtifactResult:
     verified: bool = False
     shortfalls: list = field(default_factory=list)
     shipped: bool = False
+    recommended: bool = False   # the one artifact of its tower an app should take, across backends
     why_not_shipped: str | None = None
     thresholds: object = None   # merged Thresholds, set by the select stage
 

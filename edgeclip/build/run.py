@@ -52,9 +52,11 @@ def run_build(plan: Plan, force: str | None = None, reference: Path | None = Non
         short = [s for r in results for s in r.shortfalls]
         if short:
             print("\nfell short of the target's thresholds:\n" + format_shortfalls(short))
+        from .stages.select import budget_miss
+        miss = budget_miss(results, plan.target.budgets)
         raise VerificationFailed(
-            f"no artifact passed verification for {', '.join(missing)}; see the table above and "
-            f"{report_path}")
+            f"no artifact passed verification{' and the budgets' if miss else ''} for {', '.join(missing)}"
+            f"{'; ' + miss if miss else ''}; see the table above and {report_path}")
     return 0
 
 
@@ -94,7 +96,7 @@ def summary_table(results: list[ArtifactResult], report_path: Path) -> str:
         agr = f"{r.metrics['top1_agreement']:.3f}" if r.metrics.get("top1_agreement") is not None else "-"
         runner = (r.runner or "none") + (" (emulated)" if r.emulated else "")
         if r.shipped:
-            res = "shipped" if r.verified else "shipped, UNVERIFIED"
+            res = ("shipped" if r.verified else "shipped, UNVERIFIED") + (", recommended" if r.recommended else "")
         else:
             res = f"not shipped: {r.why_not_shipped}"
         rows.append([r.name, f"{size:.2f}", p50, cos, agr, runner, res])

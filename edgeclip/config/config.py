@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TOWERS, parse_model_uri
 
 __all__ = [
-    "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Target", "DataSource",
+    "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Budgets", "SELECT_POLICIES", "Target", "DataSource",
     "DataConfig", "PretrainConfig", "DistillStage", "QuantizationConfig", "ExportConfig", "Recipe",
     "load_target", "load_recipe", "default_recipe", "list_targets", "list_recipes",
     "search_dirs", "parse_model_uri", "DEFAULT_RECIPE",
@@ -96,7 +96,23 @@ class BenchConfig:
     def __post_init__(self):
         for name, least in (("warmup", 0), ("runs", 1), ("threads", 1), ("rounds", 1)):
             if int(getattr(self, name)) < least:
-                raise ConfigError(f"bench.{name}: must be >= {least}, found {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be >= {least}, found {getattr(self, name)}")
+
+
+SELECT_POLICIES = ("fastest", "smallest")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Limits every shipped artifact must meet (host p50 latency, file size); None: no limit."""
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+
+    def __post_init__(self):
+        for name in ("max_latency_ms", "max_size_mb"):
+            v = getattr(self, name)
+            if v is not None and not float(v) > 0:
+                raise ConfigError(f"{name}: must be > 0, found {v}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,10 @@ class Target:
     batch_size: int = 1
     thresholds: Thresholds = field(default_factory=Thresholds)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    # per (backend, tower) the variant that ships: the fastest that passed (ties within the noise
+    # go to the smaller), or the smallest; budgets exclude what exceeds them
+    select: str = choice(*SELECT_POLICIES, default="fastest")
+    budgets: Budgets = field(default_factory=Budgets)
     source: str = ""
 
     def __post_init__(self):

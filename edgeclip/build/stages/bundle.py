@@ -14,7 +14,7 @@ from ... import __version__
 from ..._io import copy_atomic, write_text_atomic
 from ...bundle import manifest as bundle_manifest
 from ..context import stage_model
-from .select import records as result_records
+from .select import records as result_records, selection_md
 
 __all__ = ["bundle", "TOKENIZER_SAMPLES"]
 
@@ -60,7 +60,7 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     stored = ctx.reference_dir
     ref = refstore.provenance(ref_dir, "stored" if stored else "computed", stored)
     ref["files"] = refstore.copy_into_bundle(ref_dir, out / "reference")
-    records, arts, keep = [], [], set()
+    records, arts, keep, recommended = [], [], set(), {}
     for res in results:
         records += result_records(ctx, res)
         if not res.shipped:
@@ -69,6 +69,8 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
         dst = out / "artifacts" / f"{res.planned.backend}-{src.name}"
         copy_atomic(src, dst)
         keep.add(dst.name)
+        if res.recommended:
+            recommended[res.planned.tower] = f"artifacts/{dst.name}"
         entry = bundle_manifest.artifact_entry(
             res.artifact, file=f"artifacts/{dst.name}", shipped=True, why_not_shipped=res.why_not_shipped,
             runtime=res.runner,
@@ -86,7 +88,8 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
                **({"yardstick": ctx.yardstick} if ctx.yardstick else {})}
     write_report(out, records, machine=machine, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
                                       "reference_margins": margins, "zero_shot_groups": groups, "distill": distill},
-                 extra_md="\n\n".join(x for x in (zero_shot_md(groups, records), refstore.provenance_md(ref),
+                 extra_md="\n\n".join(x for x in (selection_md(results, t), zero_shot_md(groups, records),
+                                                   refstore.provenance_md(ref),
                                                    margins_md(margins), distill_md(distill) if distill else "") if x))
     f = m.facts
     manifest = {
@@ -104,6 +107,8 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
                       "readers": bundle_manifest.tokenizer_readers(t.platform)},
         "labels": bundle_labels(out, ctx.plan.labels, m),
         "artifacts": arts,
+        "recommended": recommended,  # per tower, across backends, by the target's select policy
+        "select": {"policy": t.select, **{k: v for k, v in vars(t.budgets).items() if v is not None}},
         "reference": ref,
         "bench": {"warmup": t.bench.warmup, "runs": t.bench.runs, "threads": t.bench.threads, "rounds": t.bench.rounds},
         "versions": ctx.versions,

@@ -32,8 +32,7 @@ def distill(ctx, teacher_dir: Path, teacher_key: str, upto: int | None = None,
             device: str = "auto") -> tuple[Path, str]:
     """Run (or reuse) the distill stages (the first ``upto`` of them; all by default); the last
     model's folder and key (the teacher's when none)."""
-    from ...distill import METHODS
-    from ...distill import barrier
+    from ...distill import METHODS, barrier
     r = ctx.plan.recipe
     rank = _rank()
     model_dir, key = teacher_dir, teacher_key

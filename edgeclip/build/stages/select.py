@@ -1,18 +1,81 @@
 """The select stage: gate every variant on the target's thresholds, then choose what ships.
 
-Per (backend, tower) the smallest variant that passed ships; a quantized variant slower than its
-float sibling (beyond ``max_latency_ratio_vs_fp32``) never does. Every variant keeps the reason
-it was or was not shipped, which the report and the manifest show.
+Per (backend, tower) one variant ships, by the target's ``select`` policy among the variants that
+passed the accuracy gates, meet its ``budgets`` and are not slower than their float sibling
+(beyond ``max_latency_ratio_vs_fp32``):
+
+- ``fastest`` (default): the lowest host p50 of the rounds stage; variants within the tie band
+  of it (5%, or the fastest one's own noise band up to 25%) count as as fast, and the smallest
+  of those wins;
+- ``smallest``: the smallest file; ties go to the faster.
+
+Across backends, the manifest also names one ``recommended`` artifact per tower, chosen among the
+shipped ones by the same policy. Every variant keeps the reason it was or was not shipped, which
+the report and the summary show.
 """
 from __future__ import annotations
 
-__all__ = ["select", "records"]
+__all__ = ["select", "records", "choose", "recommended", "selection_md", "TIE", "MAX_TIE", "budget_miss"]
+
+TIE = 0.05      # p50s within 5% of the fastest are a tie ...
+MAX_TIE = 0.25  # ... or within its noise band, but never a band wider than this
+
+
+def _p50(x) -> float | None:
+    return x.latency["p50_ms"] if x.latency and x.latency.get("p50_ms") is not None else None
+
+
+def _size(x) -> int:
+    return x.artifact["size_bytes"]
+
+
+def _tie_band(x) -> float:
+    return min(MAX_TIE, max(TIE, (x.latency or {}).get("spread") or 0.0))
+
+
+def choose(cands: list, policy: str):
+    """The variant ``policy`` picks among ``cands`` (all eligible), and a phrase for the others."""
+    timed = [x for x in cands if _p50(x) is not None]
+    if policy == "fastest" and timed:
+        fastest = min(timed, key=_p50)
+        band = _tie_band(fastest)
+        tied = [x for x in timed if _p50(x) <= _p50(fastest) * (1 + band)]
+        best = min(tied, key=lambda x: (_size(x), _p50(x)))
+        why = (f"faster: {_p50(best):.3g} ms" if len(tied) == 1 else
+               f"as fast within {band:.0%} at {_p50(best):.3g} ms, and the smallest of those")
+        return best, why
+    best = min(cands, key=lambda x: (_size(x), _p50(x) or 0.0))
+    return best, "smaller, passed the same gates"
+
+
+def _over_budget(x, budgets) -> str | None:
+    mb = _size(x) / 1e6
+    if budgets.max_size_mb is not None and mb > budgets.max_size_mb:
+        return f"over budget: {mb:.2f} MB > max_size_mb {budgets.max_size_mb:g}"
+    p50 = _p50(x)
+    if budgets.max_latency_ms is not None and p50 is not None and p50 > budgets.max_latency_ms:
+        return f"over budget: p50 {p50:.3g} ms > max_latency_ms {budgets.max_latency_ms:g}"
+    return None
+
+
+def budget_miss(results, budgets) -> str | None:
+    """The nearest miss among variants that passed everything but a budget, for the error line."""
+    def excess(x):
+        out = 0.0
+        if budgets.max_size_mb is not None:
+            out = max(out, _size(x) / 1e6 / budgets.max_size_mb - 1)
+        if budgets.max_latency_ms is not None and _p50(x) is not None:
+            out = max(out, _p50(x) / budgets.max_latency_ms - 1)
+        return out
+    over = [x for x in results if (x.why_not_shipped or "").startswith("over budget")]
+    if not over:
+        return None
+    near = min(over, key=excess)
+    return f"nearest miss: {near.name} ({near.why_not_shipped.removeprefix('over budget: ')})"
 
 
 def select(ctx, results) -> None:
-    """Gate each artifact, then ship per (backend, tower) the smallest variant that passed the
-    accuracy gates, never a quantized one slower than its float sibling beyond the target's
-    ``max_latency_ratio_vs_fp32``."""
+    """Gate each artifact, then ship per (backend, tower) the variant the target's policy picks."""
     from ...verify.gate import check_accuracy
     r, t = ctx.plan.recipe, ctx.plan.target
     for res in results:
@@ -24,34 +87,63 @@ def select(ctx, results) -> None:
     groups: dict[tuple, list] = {}
     for res in results:
         groups.setdefault((res.planned.backend, res.planned.tower), []).append(res)
-    for (_backend, _tower), rs in groups.items():
+    for rs in groups.values():
         floats = [x for x in rs if x.planned.quant in ("fp32", "fp16") and x.latency]
-        base = min((x.latency["p50_ms"] for x in floats), default=None)
+        base = min((_p50(x) for x in floats if _p50(x) is not None), default=None)
         ok = []
         for x in rs:
             ratio = x.thresholds.max_latency_ratio_vs_fp32
             if x.verified and x.shortfalls:
                 x.why_not_shipped = "below thresholds: " + ", ".join(s.metric for s in x.shortfalls)
-            elif (ratio and base and x.latency and x.planned.quant not in ("fp32", "fp16")
-                  and x.latency["p50_ms"] > base * ratio):
-                x.why_not_shipped = (f"slower than its float sibling ({x.latency['p50_ms']:.2f} ms vs "
-                                     f"{base:.2f} ms)")
+            elif (ratio and base and _p50(x) is not None and x.planned.quant not in ("fp32", "fp16")
+                  and _p50(x) > base * ratio):
+                x.why_not_shipped = f"slower than its float sibling ({_p50(x):.3g} ms vs {base:.3g} ms)"
+            elif x.verified and _over_budget(x, t.budgets):
+                x.why_not_shipped = _over_budget(x, t.budgets)
             else:
                 ok.append(x)
         verified = [x for x in ok if x.verified]
-        if verified:  # accurate enough and not slower than float: the smallest wins
-            best = min(verified, key=lambda x: (x.artifact["size_bytes"],
-                                                x.latency["p50_ms"] if x.latency else 0.0))
+        if verified:  # accurate enough, within budget, not slower than float: the policy picks
+            best, why = choose(verified, t.select)
         elif ok:  # nothing could run here (CoreML off macOS): ship the first, float, variant
-            best = ok[0]
+            best, why = ok[0], "the float variant, as nothing could be verified here"
         else:
             continue
         best.shipped = True
         for x in ok:
             if x is not best:
-                x.why_not_shipped = f"{best.planned.quant} was chosen" + (
-                    " (smaller, passed the same gates)" if best.verified
-                    else " (the float variant, as nothing could be verified here)")
+                x.why_not_shipped = f"{best.planned.quant} was chosen ({why})"
+    for x in recommended(results, t.select).values():
+        x.recommended = True
+
+
+def selection_md(results, target) -> str:
+    """The report's table of every candidate: size, latency, accuracy, and why it lost."""
+    b = target.budgets
+    limits = ", ".join(f"{k} {v:g}" for k, v in (("max_latency_ms", b.max_latency_ms), ("max_size_mb", b.max_size_mb))
+                       if v is not None) or "none"
+    out = [f"## Selection (policy: {target.select}; budgets: {limits})", "",
+           "| artifact | size MB | p50 ms | noise | cosine_mean | top1_agreement | result |", "|---|---|---|---|---|---|---|"]
+    for x in results:
+        p50, spread = _p50(x), (x.latency or {}).get("spread")
+        cos, agr = x.metrics.get("cosine_mean"), x.metrics.get("top1_agreement")
+        result = ("shipped" + (", recommended" if x.recommended else "")) if x.shipped else f"not shipped: {x.why_not_shipped}"
+        out.append(f"| {x.name} | {_size(x) / 1e6:.2f} | {f'{p50:.3g}' if p50 is not None else '-'} | "
+                   f"{f'{spread:.0%}' if spread is not None else '-'} | {f'{cos:.5f}' if cos is not None else '-'} | "
+                   f"{f'{agr:.3f}' if agr is not None else '-'} | {result} |")
+    return "\n".join(out)
+
+
+def recommended(results, policy: str) -> dict[str, object]:
+    """Per tower, the shipped artifact an app should take across the target's backends (among the
+    verified ones where any is; where none could run here, among what shipped)."""
+    out = {}
+    for tower in dict.fromkeys(x.planned.tower for x in results):
+        shipped = [x for x in results if x.planned.tower == tower and x.shipped]
+        pool = [x for x in shipped if x.verified] or shipped
+        if pool:
+            out[tower] = choose(pool, policy)[0]
+    return out
 
 
 def records(ctx, res) -> list:
@@ -62,7 +154,6 @@ def records(ctx, res) -> list:
                 emulated=res.emulated)
     out = metric_records(base, res.metrics)
     if res.latency:
-        # the artifact's own load and memory, the runtime's start-up apart (verify.latency says how)
         # p50/p90/min/spread from the interleaved rounds; p50_roofline: p50 / the tower's FLOPs at the GEMM peak
         for k, m in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("min_ms", "latency_min_ms"),
                      ("spread", "latency_spread"), ("p50_roofline", "latency_p50_roofline"), ("gflop", "gflop"),
