@@ -91,6 +91,7 @@ class BuildContext:
     reference_dir: Path | None = None     # --reference: a stored reference instead of computing one
     distill_dirs: list = field(default_factory=list)  # (DistillStage, folder) per distill stage
     yardstick: dict | None = None         # the machine's GEMM peak and bandwidth, from the rounds stage
+    calibration: object = None            # build.calibration.Calibration, read when a variant needs it
 
     @classmethod
     def create(cls, plan: Plan, force: str | None = None, reference: Path | None = None,

@@ -15,7 +15,10 @@ from ..config import Recipe, Target
 from ..errors import ConfigError, InputError, ToolchainMissing
 from .context import default_root
 
-__all__ = ["Plan", "PlannedArtifact", "make_plan"]
+__all__ = ["CALIBRATED", "Plan", "PlannedArtifact", "make_plan"]
+
+
+CALIBRATED = ("int8-static", "w8a8")  # the quantization modes that calibrate on data
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
                              "fix the path in the recipe's data section")
     _check_model_files(recipe)
     _check_data_options(recipe)
+    if any(a.quant in CALIBRATED for a in plan.artifacts):
+        from .calibration import check_calibration_source
+        check_calibration_source(recipe)  # too few readable pairs fails now, not after training
     return plan
 
 

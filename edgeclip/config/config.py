@@ -213,6 +213,9 @@ class QuantizationConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-mode options
     keep_float: tuple[str, ...] = ()        # op names / types kept in float
     calibration_samples: int = 32
+    # what static quantization calibrates on (any data source; its samples default to
+    # calibration_samples); None: the recipe's data.train, else the embedded world's train scenes
+    calibration: DataSource | None = None
 
     def __post_init__(self):
         if self.modes is not None:
@@ -222,6 +225,10 @@ class QuantizationConfig:
                 raise ConfigError(f"params: unknown quantization mode {mode!r}; allowed: {', '.join(QUANT_MODES)}")
         if self.calibration_samples < 1:
             raise ConfigError(f"calibration_samples: must be >= 1, found {self.calibration_samples}")
+        c = self.calibration
+        if c is not None and c.source == "synthetic" and c.split == "heldout":
+            raise ConfigError("calibration: the embedded world's heldout split is evaluation data; calibrate on "
+                              "split: train (the default) or on your own data")
 
 
 @dataclass(frozen=True)

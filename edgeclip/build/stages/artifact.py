@@ -16,11 +16,10 @@ import numpy as np
 from ..._io import stable_hash
 from ...errors import ConfigError
 from ..context import ArtifactResult, stage_model
-from ..plan import PlannedArtifact
+from ..plan import CALIBRATED, PlannedArtifact
 
-__all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "EXPORT_VERSION", "artifact"]
+__all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "EXPORT_VERSION", "artifact", "calibration_for"]
 
-CALIBRATED = ("int8-static", "w8a8")
 MIL_INTERPRETER_VERSION = 1  # bump when edgeclip.verify.mil changes what it computes
 EXPORT_VERSION = 2  # bump when a backend's export writes something else (2: ExecuTorch int8 token tables)
 # in-graph preprocessing takes uint8 pixels; coremltools 9 declares no uint8 tensor input (it
@@ -30,19 +29,27 @@ _IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids"
              "zero-shot-head": (("pixels",), ("logits",))}
 
 
-def _calibration(model, tower: str, n: int, seed: int, raw_dtype=None) -> list[tuple[np.ndarray, ...]]:
-    """Calibration inputs as the artifact takes them (``raw_dtype``: in-graph preprocessing, the
-    decoded uint8 NHWC images in the artifact's input dtype)."""
+def _calibration(model, tower: str, calib, raw_dtype=None) -> list[tuple[np.ndarray, ...]]:
+    """Calibration inputs as the artifact takes them, from ``calib`` (``build.calibration``;
+    ``raw_dtype``: in-graph preprocessing, the uint8 NHWC images in the artifact's input dtype)."""
     from ...models import preprocess_images
-    from ..evalset import calibration_images
     f = model.facts
-    images, caps = calibration_images(n, f.image_size, seed)
+    images, caps = calib.images, calib.captions
+    n = len(images)
     if tower in ("image", "zero-shot-head"):
         px = images.astype(raw_dtype) if raw_dtype is not None else \
             preprocess_images(images, f.image_size, f.mean, f.std, f.resize_mode).numpy()
         return [(np.ascontiguousarray(px[i:i + 1]),) for i in range(n)]
     ids = model.tokenizer.encode(caps).astype(np.int32)
     return [(np.ascontiguousarray(ids[i:i + 1]),) for i in range(n)]
+
+
+def calibration_for(ctx, model_dir: Path):
+    """The build's calibration set (read once, at the model's resolution): ``build.calibration``."""
+    if ctx.calibration is None:
+        from ..calibration import calibration_set
+        ctx.calibration = calibration_set(ctx.plan.recipe, stage_model(model_dir).facts.image_size)
+    return ctx.calibration
 
 
 def _load_artifact(folder: Path):
@@ -64,8 +71,9 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     ls = ctx.plan.labels
     if head and ls is None:  # make_plan refuses this; a hand-made plan gets the same message
         raise ConfigError("the zero-shot-head tower needs a label set; pass --labels labels.txt")
+    calib = calibration_for(ctx, model_dir) if p.quant in CALIBRATED else None
     export_key = stable_hash("export", EXPORT_VERSION, model_key, p, entry.options, q.params.get(p.quant, {}),
-                             q.keep_float, q.calibration_samples if p.quant in CALIBRATED else 0,
+                             q.keep_float, calib.info["sha256"] if calib else 0,
                              t.batch_size, ctx.versions, *([ls.labels, ls.templates] if head else []),
                              *(["in-graph"] if raw else []))
     backend = BACKENDS.get(p.backend)
@@ -86,7 +94,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
                 tower = image
         example = tuple(x.contiguous() for x in tower.example_inputs(t.batch_size))
         ins, outs = _IO_NAMES[p.tower]
-        calib = _calibration(m, p.tower, q.calibration_samples, r.seed, raw_dtype) if p.quant in CALIBRATED else None
+        calibration = _calibration(m, p.tower, calib, raw_dtype) if calib else None
         options = dict(entry.options)
         options.update(q.params.get(p.quant, {}))
         if q.keep_float:
@@ -103,7 +111,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
             metadata.update({"output:logits": f"float32[B,{len(ls.labels)}] logit_scale x cosine per label, "
                                                "in the order of labels/labels.json"})
         spec = ExportSpec(tower=p.tower, quant=p.quant, input_names=ins, output_names=outs,
-                          calibration=calib, options=options, name=f"{p.tower}-{p.quant}", metadata=metadata)
+                          calibration=calibration, options=options, name=f"{p.tower}-{p.quant}", metadata=metadata)
         art = backend.export(tower, example, spec, tmp)
         for i, x in enumerate(example):  # bench feeds these: token ids valid for this vocabulary
             np.save(tmp / f"example-{i}.npy", x.cpu().numpy())

@@ -86,9 +86,12 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     groups = reference_zero_shot(reference)
     machine = {**machine_info(), "bench_threads": t.bench.threads,
                **({"yardstick": ctx.yardstick} if ctx.yardstick else {})}
+    calib = ctx.calibration.info if ctx.calibration is not None else None
     write_report(out, records, machine=machine, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
+                                      "calibration": calib,
                                       "reference_margins": margins, "zero_shot_groups": groups, "distill": distill},
-                 extra_md="\n\n".join(x for x in (selection_md(results, t), zero_shot_md(groups, records),
+                 extra_md="\n\n".join(x for x in (selection_md(results, t), _calibration_md(calib),
+                                                   zero_shot_md(groups, records),
                                                    refstore.provenance_md(ref),
                                                    margins_md(margins), distill_md(distill) if distill else "") if x))
     f = m.facts
@@ -118,3 +121,12 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     write_zip(out, manifest)  # <out>.zip beside the folder: manifest + exactly the files it hashes
     ctx.progress.step(f"bundle (+ {zip_path(out).name})", "done", time.perf_counter() - t0)
     return out / "report.md"
+
+
+def _calibration_md(info: dict | None) -> str:
+    if not info:
+        return ""
+    return (f"Calibration of the statically quantized variants: {info['samples']} image-caption pairs from "
+            f"{info['description']} (chosen by {info['chosen_by']}"
+            + (f"; {info['skipped']} bad images skipped" if info.get("skipped") else "")
+            + f"), digest {info['sha256']}.")
