@@ -56,7 +56,7 @@ def bench_host(args) -> Path:
     """``bench BUNDLE --repeat K``: re-time the shipped artifacts here; the new report's path."""
     from ..bundle import artifact_from_entry, load_manifest
     from ..verify.reference import Reference
-    from ..verify.report import Record, machine_info, records_table, write_report
+    from ..verify.report import Record, latency_records, machine_info, records_table, write_report
     from ..verify.rounds import median_timing, time_in_rounds
     from ..backends import BACKENDS
 
@@ -100,12 +100,8 @@ def bench_host(args) -> Path:
         roof = g / yard["gemm_peak_gflops"] * 1e3 if g else None
         base = dict(model=manifest["model"]["recipe"], target=manifest["target"]["name"], backend=a["backend"],
                     tower=a["tower"], quant=a["quant"], runner=a.get("runtime") or art.backend, emulated=False)
-        for metric, v in (("latency_p50_ms", t["p50_ms"]), ("latency_p90_ms", t["p90_ms"]),
-                          ("latency_min_ms", t["min_ms"]), ("latency_spread", t["spread"]),
-                          ("latency_p50_roofline", t["p50_ms"] / roof if roof else None), ("gflop", g),
-                          ("size_mb", a["size_bytes"] / 1e6)):
-            if v is not None:
-                records.append(Record(**base, metric=metric, value=v))
+        records += latency_records(base, {**t, "gflop": g, "p50_roofline": t["p50_ms"] / roof if roof else None})
+        records.append(Record(**base, metric="size_mb", value=a["size_bytes"] / 1e6))
     records += _accuracy_records(bundle_dir, entries)
     out = Path(args.out) if args.out else bundle_dir / "bench-host"
     out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ rerun with the same command. The teacher must be in the cache already when it is
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -60,7 +61,7 @@ def run_distill(recipe, out_root: Path | None = None, upto: int | None = None, d
     info = setup_distributed(resolve_device(device, int(os.environ.get("LOCAL_RANK", "0"))))
     try:
         plan = Plan(recipe=recipe, target=None, out_dir=root / "distill", towers=())
-        lock = BuildLock(plan.out_dir) if info.is_main else _NoLock()
+        lock = BuildLock(plan.out_dir) if info.is_main else contextlib.nullcontext()  # one lock per job
         with lock:
             ctx = BuildContext.create(plan, steps=1 + (upto or n))
             if info.is_main:
@@ -84,14 +85,6 @@ def run_distill(recipe, out_root: Path | None = None, upto: int | None = None, d
         return rows
     finally:
         teardown(info)
-
-
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(args) -> int:

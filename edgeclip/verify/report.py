@@ -14,7 +14,8 @@ from typing import Iterable
 
 from .._io import atomic_target, write_json_atomic, write_text_atomic
 
-__all__ = ["SCHEMA", "Record", "METRIC_UNITS", "machine_info", "write_report", "read_report", "records_table",
+__all__ = ["SCHEMA", "Record", "METRIC_UNITS", "LATENCY_METRICS", "latency_records", "machine_info", "write_report",
+           "read_report", "records_table",
            "metric_records", "zero_shot_md"]
 
 SCHEMA = "edgeclip.report/1"
@@ -50,6 +51,18 @@ class Record:
 
     def key(self) -> tuple:
         return (self.model, self.target, self.backend, self.tower, self.quant, self.metric, self.group)
+
+
+# a timing's keys (verify.rounds / verify.latency) -> report metrics
+LATENCY_METRICS = (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("min_ms", "latency_min_ms"),
+                   ("spread", "latency_spread"), ("p50_roofline", "latency_p50_roofline"), ("gflop", "gflop"),
+                   ("load_ms", "load_ms"), ("runtime_start_ms", "runtime_start_ms"), ("memory_mb", "memory_mb"))
+
+
+def latency_records(base: dict, latency: dict) -> list[Record]:
+    """Records of one artifact's timing: p50/p90/min/spread (interleaved rounds), p50 against the
+    roofline, FLOPs, and the isolated load, start-up and memory where measured."""
+    return [Record(**base, metric=m, value=latency[k]) for k, m in LATENCY_METRICS if latency.get(k) is not None]
 
 
 def metric_records(base: dict, metrics: dict) -> list[Record]:

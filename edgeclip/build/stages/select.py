@@ -148,18 +148,11 @@ def recommended(results, policy: str) -> dict[str, object]:
 
 def records(ctx, res) -> list:
     """The report records (DESIGN.md "Report records") of one artifact result."""
-    from ...verify.report import Record, metric_records
+    from ...verify.report import Record, latency_records, metric_records
     base = dict(model=ctx.plan.recipe.name, target=ctx.plan.target.name, backend=res.planned.backend,
                 tower=res.planned.tower, quant=res.planned.quant, runner=res.runner or "none",
                 emulated=res.emulated)
-    out = metric_records(base, res.metrics)
-    if res.latency:
-        # p50/p90/min/spread from the interleaved rounds; p50_roofline: p50 / the tower's FLOPs at the GEMM peak
-        for k, m in (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("min_ms", "latency_min_ms"),
-                     ("spread", "latency_spread"), ("p50_roofline", "latency_p50_roofline"), ("gflop", "gflop"),
-                     ("load_ms", "load_ms"), ("runtime_start_ms", "runtime_start_ms"), ("memory_mb", "memory_mb")):
-            if res.latency.get(k) is not None:
-                out.append(Record(**base, metric=m, value=res.latency[k]))
+    out = metric_records(base, res.metrics) + latency_records(base, res.latency or {})
     out.append(Record(**base, metric="size_mb", value=res.artifact["size_bytes"] / 1e6))
     if res.artifact.get("delegated_fraction") is not None:
         out.append(Record(**base, metric="delegated_fraction", value=res.artifact["delegated_fraction"]))
