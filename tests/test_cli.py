@@ -49,7 +49,8 @@ def test_plan_for_ios_prints_stages(tmp_path):
     assert "plan: recipe embedded-default" in r.stdout
     assert "load teacher" in r.stdout and "reference" in r.stdout and "bundle" in r.stdout
     assert "coreml" in r.stdout and "fp16" in r.stdout
-    assert "the teacher itself is compiled" in r.stdout
+    # the default recipe distils: a TinyCLIP student is what gets compiled
+    assert "distill 1/1       tinyclip student" in r.stdout and "inherits image+text (manual)" in r.stdout
     assert not (tmp_path / "out").exists()  # a plan writes nothing
 
 

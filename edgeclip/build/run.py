@@ -43,6 +43,9 @@ def run_build(plan: Plan, force: str | None = None, reference: Path | None = Non
         # halfway through never leaves the old manifest.json vouching for a mix of old and new files
         (plan.out_dir / "manifest.json").unlink(missing_ok=True)
         report_path = stages.bundle(ctx, model_dir, ref_dir, results)
+        pair = teacher_student_table(ctx.distill_dirs)
+    if pair:
+        print("\n" + pair)
     print(summary_table(results, report_path))
     from ..verify.refstore import provenance, provenance_md
     print(provenance_md(provenance(ref_dir, "stored" if reference else "computed", reference)))
@@ -85,6 +88,14 @@ def _towers_without_shipped(results: list[ArtifactResult]) -> list[str]:
         k = f"{r.planned.backend}/{r.planned.tower}"
         groups[k] = groups.get(k, False) or r.shipped
     return [k for k, ok in groups.items() if not ok]
+
+
+def teacher_student_table(distill_dirs) -> str:
+    """The recipe's teacher beside its final student (parameters, held-out zero-shot accuracy and
+    retention), for the build's summary; '' for a recipe without distillation."""
+    from ..verify.distill_summary import distill_summaries, teacher_student_rows
+    rows = teacher_student_rows(distill_summaries(distill_dirs)) if distill_dirs else []
+    return format_table(rows) if rows else ""
 
 
 def summary_table(results: list[ArtifactResult], report_path: Path) -> str:

@@ -81,7 +81,9 @@ def run_distill(recipe, out_root: Path | None = None, upto: int | None = None, d
                          "precision": rec.get("precision"), "samples_per_s": rec.get("samples_per_s"),
                          "final_loss": rec.get("final_loss")})
         if rows:
+            from ..build.run import teacher_student_table
             rows[-1]["seconds"] = time.perf_counter() - t0
+            rows[-1]["teacher_student"] = teacher_student_table(ctx.distill_dirs)
         return rows
     finally:
         teardown(info)
@@ -102,6 +104,8 @@ def main(args) -> int:
                       f"{r['samples_per_s']:.1f}" if r["samples_per_s"] else "-",
                       f"{r['final_loss']:.4f}" if r["final_loss"] is not None else "-"])
     print(format_table(table))
+    if rows and rows[-1].get("teacher_student"):
+        print("\n" + rows[-1]["teacher_student"])
     if rows:
         print(f"\nlast stage: {rows[-1]['folder']}\n  `edgeclip build --recipe {recipe.source or recipe.name}"
               + (f" --out {Path(args.out) / '<target>'}" if args.out else "") + " --target T` reuses it")
