@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 __all__ = ["pid_alive", "atomic_target", "atomic_file", "write_text_atomic", "write_json_atomic",
-           "copy_atomic", "sha256_path", "stable_hash", "format_table"]
+           "copy_atomic", "sha256_path", "stable_hash", "format_table", "markdown_table"]
 
 
 def _file_mode() -> int:
@@ -149,3 +149,9 @@ def format_table(rows: Sequence[Sequence[str]], indent: str = "", rule: bool = T
     if rule:
         lines.insert(1, indent + "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table; ``rows[0]`` is the header."""
+    return (["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+            + ["| " + " | ".join(r) + " |" for r in rows[1:]])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .._io import format_table
+from .._io import format_table, markdown_table
 from .gate import Shortfall
 from .machine import machine_differences
 
@@ -96,9 +96,7 @@ class Comparison:
 
     def markdown(self, title: str = "edgeclip latency gate") -> str:
         cells = self._cells()
-        out = [f"### {title}", "", self.basis_line(), "", "| " + " | ".join(cells[0]) + " |",
-               "|" + "---|" * len(cells[0])]
-        out += ["| " + " | ".join(c) + " |" for c in cells[1:]]
+        out = [f"### {title}", "", self.basis_line(), "", *markdown_table(cells)]
         if self.regressions:
             out += ["", f"**{len(self.regressions)} regression(s):** " +
                     ", ".join(f"{s.artifact} {s.metric}" for s in self.regressions)]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .._io import markdown_table
+
 __all__ = ["distill_summaries", "distill_md", "teacher_student_rows", "RETENTION_KINDS"]
 
 # held-out zero-shot kinds a distill stage measures, with their chance levels (8 shapes,
@@ -62,10 +64,7 @@ def distill_md(summaries: list[dict]) -> str:
     if not summaries:
         return ""
     pair = teacher_student_rows(summaries)
-    head = []
-    if pair:
-        head = ["## Teacher and student", "", "| " + " | ".join(pair[0]) + " |",
-                "|" + "---|" * len(pair[0])] + ["| " + " | ".join(r) + " |" for r in pair[1:]] + [""]
+    head = ["## Teacher and student", "", *markdown_table(pair), ""] if pair else []
     lines = head + ["## Distillation", "", "| stage | method | steps | samples/s | student params (image / text) |",
              "|---|---|---|---|---|"]
     for i, s in enumerate(summaries, 1):

@@ -98,8 +98,8 @@ def select(ctx, results) -> None:
             elif (ratio and base and _p50(x) is not None and x.planned.quant not in ("fp32", "fp16")
                   and _p50(x) > base * ratio):
                 x.why_not_shipped = f"slower than its float sibling ({_p50(x):.3g} ms vs {base:.3g} ms)"
-            elif x.verified and _over_budget(x, t.budgets):
-                x.why_not_shipped = _over_budget(x, t.budgets)
+            elif x.verified and (over := _over_budget(x, t.budgets)):
+                x.why_not_shipped = over
             else:
                 ok.append(x)
         verified = [x for x in ok if x.verified]
