@@ -18,7 +18,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ._mci import MCi
-from ._specs import IMAGE_SPECS, TEXT_SPECS, MCiSpec, NativeSpec, TextSpec, ViTSpec, spec_from_dict, spec_to_dict
+from ._bert import BertText
+from ._specs import IMAGE_SPECS, TEXT_SPECS, BertTextSpec, MCiSpec, NativeSpec, TextSpec, ViTSpec, spec_from_dict, spec_to_dict
 from ._text import TextTransformer
 from ._vit import ViT
 from .facts import ModelFacts, count_flops, count_params
@@ -62,8 +63,8 @@ def build_image_encoder(spec, init: bool = True) -> nn.Module:
     return enc
 
 
-def build_text_encoder(spec: TextSpec, init: bool = True) -> nn.Module:
-    enc = TextTransformer(spec)
+def build_text_encoder(spec: TextSpec | BertTextSpec, init: bool = True) -> nn.Module:
+    enc = BertText(spec) if isinstance(spec, BertTextSpec) else TextTransformer(spec)
     if init:
         enc.init_weights()
     return enc

@@ -171,13 +171,70 @@ def from_openclip(model, *, tokenizer: Tokenizer | None = None, uri: str = "open
 
 
 def _tokenizer_for(name: str, context_length: int) -> Tokenizer:
+    import json
+
     import open_clip
 
-    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    cfg = open_clip.get_model_config(name) or {}
+    local = os.path.join(name[len("local-dir:"):], "open_clip_config.json") if name.startswith("local-dir:") else ""
+    if local and os.path.isfile(local):  # a folder written by open_clip's save_for_hf
+        with open(local, encoding="utf-8") as f:
+            cfg = json.load(f).get("model_cfg") or {}
+    text_cfg = cfg.get("text_cfg", {})
     hf_name = text_cfg.get("hf_tokenizer_name")
     if hf_name:
         return HFTokenizer.from_pretrained(hf_name, context_length)
     return OpenClipTokenizer(context_length)
+
+
+def _file_preprocess(model, name: str, path: str) -> None:
+    """Preprocessing for weights given as a file, where open_clip only knows its defaults: the
+    ``open_clip_config.json`` beside the file (what ``save_for_hf`` and the Hub repos hold), else
+    the pretrained configs of ``name`` when they all agree (MobileCLIP2 normalizes with mean 0,
+    std 1, not OpenAI's statistics)."""
+    import json
+
+    import open_clip
+
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), "open_clip_config.json")
+    if os.path.isfile(beside):
+        with open(beside, encoding="utf-8") as f:
+            found = json.load(f).get("preprocess_cfg") or {}
+    else:
+        cfgs = [open_clip.get_pretrained_cfg(name, t) for t in open_clip.list_pretrained_tags_by_model(name)]
+        keys = ("mean", "std", "resize_mode", "interpolation")
+        views = {tuple((k, tuple(c[k]) if isinstance(c.get(k), (list, tuple)) else c.get(k)) for k in keys if k in c)
+                 for c in cfgs}
+        found = dict(cfgs[0]) if len(views) == 1 else {}
+    pp = dict(open_clip.get_model_preprocess_cfg(model))
+    pp.update({k: found[k] for k in ("mean", "std", "resize_mode", "interpolation") if k in found})
+    open_clip.model.set_model_preprocess_cfg(model, pp)
+
+
+def _dir_weights(folder: str) -> str | None:
+    """The weights file open_clip's ``local-dir:`` loads from ``folder`` (safetensors first)."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    for fname in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME):
+        if os.path.isfile(os.path.join(folder, fname)):
+            return os.path.join(folder, fname)
+    return None
+
+
+def _fetch_hint(name: str, tag: str | None) -> str:
+    """Which file to place where when a download fails (offline, no network, unknown repo)."""
+    import open_clip
+    from huggingface_hub import constants
+
+    repo = name[len("hf-hub:"):] if name.startswith("hf-hub:") else \
+        (open_clip.get_pretrained_cfg(name, tag).get("hf_hub") or "").strip("/") if tag else ""
+    files = "open_clip_model.safetensors (or open_clip_pytorch_model.bin) with open_clip_config.json"
+    where = (f"where there is network, `hf download {repo}` fills the Hugging Face cache "
+             f"({constants.HF_HUB_CACHE}), which HF_HUB_OFFLINE=1 then reads; or " if repo else "")
+    return (f"{where}put {files}" + (f" from huggingface.co/{repo}" if repo else "") +
+            f" in a folder DIR and use openclip:local-dir:DIR, or give the weights file as "
+            f"openclip:{'NAME' if name.startswith(('hf-hub:', 'local-dir:')) else name}//path/to/open_clip_model.safetensors; "
+            "or a checkpoint saved with edgeclip as file:PATH")
 
 
 def load_openclip(name: str, tag: str | None):
@@ -192,20 +249,21 @@ def load_openclip(name: str, tag: str | None):
         known = open_clip.list_pretrained_tags_by_model(name)
         raise ConfigError(f"open_clip model {name!r} has no pretrained tag {tag!r} and no file of that "
                           f"name exists; known tags: {known or '(none)'}")
-    what = f"weights {name}/{tag}" if tag else f"model {name}"
     try:
         model = open_clip.create_model(name, pretrained=tag or None)
     except Exception as e:  # open_clip raises RuntimeError for every download/cache failure
-        raise InputError(
-            f"could not fetch open_clip {what} ({str(e).splitlines()[0][:160]}); where there "
-            f"is network download open_clip_pytorch_model.bin for it, then use "
-            f"openclip:{name}//path/to/open_clip_pytorch_model.bin, or a checkpoint saved with edgeclip "
-            f"as file:PATH") from e
+        raise InputError(f"could not load open_clip {name}" + (f"/{tag}" if tag else "") +
+                         f" ({str(e).splitlines()[0][:160]}); {_fetch_hint(name, tag)}") from e
     tokenizer = _tokenizer_for(name, int(model.context_length))
     if tag and os.path.isfile(tag):
+        _file_preprocess(model, name, tag)
         from .._io import sha256_path
 
         weights = f"file:sha256:{sha256_path(tag)}"
+    elif name.startswith("local-dir:") and _dir_weights(name[len("local-dir:"):]):
+        from .._io import sha256_path
+
+        weights = f"file:sha256:{sha256_path(_dir_weights(name[len('local-dir:'):]))}"
     elif name.startswith("hf-hub:"):  # the hub repo carries its weights
         weights = f"pretrained:{name}"
     else:

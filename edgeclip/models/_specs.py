@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ViTSpec", "TextSpec", "MCiSpec", "NativeSpec", "IMAGE_SPECS", "TEXT_SPECS", "spec_from_dict", "spec_to_dict",
+__all__ = ["ViTSpec", "TextSpec", "BertTextSpec", "MCiSpec", "NativeSpec", "IMAGE_SPECS", "TEXT_SPECS", "spec_from_dict", "spec_to_dict",
            "block_dims"]
 
 
@@ -62,6 +62,29 @@ class TextSpec:
 
 
 @dataclass(frozen=True)
+class BertTextSpec:
+    """BERT / XLM-RoBERTa text encoder (Hugging Face ``AltCLIPModel``, ``ChineseCLIPModel``):
+    token + position embedding, embedding LayerNorm, post-norm blocks that ignore padding, the
+    first token pooled, then AltCLIP's ``pre_LN`` + ``transformation`` where present, projection."""
+
+    context_length: int = 77
+    vocab_size: int = 250002
+    width: int = 64
+    layers: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    embed_dim: int = 64
+    act: str = "gelu"
+    ln_eps: float = 1e-5
+    pool_ln: bool = False       # AltCLIP: LayerNorm on the last hidden states (pre_LN)
+    pool_dim: int | None = None  # AltCLIP: linear width -> pool_dim (transformation) before proj
+    eot_id: int = 2           # </s> / [SEP]; the tower pools position 0, this only frames inputs
+    sot_id: int | None = 0    # <s> / [CLS]
+    pad_id: int = 1           # masked out of attention
+    kind: str = "bert"
+
+
+@dataclass(frozen=True)
 class MCiSpec:
     """MobileCLIP-style conv image encoder (MobileOne stem, RepMixer stages, conv head)."""
 
@@ -91,7 +114,7 @@ class NativeSpec:
 
 
 IMAGE_SPECS = {"vit": ViTSpec, "mci": MCiSpec, "openclip-native": NativeSpec}
-TEXT_SPECS = {"transformer": TextSpec}
+TEXT_SPECS = {"transformer": TextSpec, "bert": BertTextSpec}
 
 
 def spec_from_dict(d: dict[str, Any], table: dict[str, type], what: str):

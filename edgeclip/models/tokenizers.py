@@ -183,8 +183,9 @@ class HFTokenizer(Tokenizer):
         if backend is None:
             raise InputError(f"{type(tok).__name__} has no fast (tokenizers) backend; "
                              "save the tokenizer with a tokenizer.json")
-        if backend.get_vocab_size(with_added_tokens=True) < 256:
-            # transformers 5 builds an empty tokenizer when a folder has no tokenizer files
+        if backend.get_vocab_size(with_added_tokens=True) <= len(set(tok.all_special_ids)) + 1:
+            # transformers 5 builds a tokenizer of its special tokens alone when a folder has no
+            # tokenizer files
             raise InputError(f"{type(tok).__name__} has a vocabulary of "
                              f"{backend.get_vocab_size(with_added_tokens=True)} tokens: its files are missing")
         length = context_length or tok.model_max_length
@@ -196,7 +197,8 @@ class HFTokenizer(Tokenizer):
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         specials = {k: str(getattr(tok, k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")
                     if getattr(tok, k, None) is not None}
-        return cls(backend, length, eot_id=eot, pad_id=pad, sot_id=tok.bos_token_id,
+        sot = tok.bos_token_id if tok.bos_token_id is not None else getattr(tok, "cls_token_id", None)  # BERT: [CLS]
+        return cls(backend, length, eot_id=eot, pad_id=pad, sot_id=sot,
                    special_tokens=specials, tokenizer_class=type(tok).__name__)
 
     @classmethod

@@ -94,7 +94,9 @@ class TextTower(nn.Module):
             if self.sot_id is not None:
                 ids[b, 0], start = self.sot_id, 1
             words = torch.randint(1, hi, (n,), generator=g, dtype=torch.int32)
-            words[words == self.eot_id] = 1  # only the closing token may be end-of-text
+            # only the closing token may be end-of-text, and no word may read as padding
+            safe = next(i for i in range(1, hi) if i not in (self.eot_id, self.pad_id, self.sot_id))
+            words[(words == self.eot_id) | (words == self.pad_id)] = safe
             ids[b, start:start + n] = words
             ids[b, min(start + n, self.context_length - 1)] = self.eot_id
         p = next(self.parameters(), None)

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from edgeclip.errors import ConfigError, InputError
 from edgeclip.models import from_openclip, load_model, preprocess_images, save_model
 
+from _checkpoints import tiny_hf_clip
+
 CAPTIONS = ["a photo of a cat", "an astronaut in a white suit", "一只猫的照片", "coffee!! (hot) & 'fresh'"]
 TINY_VISION = {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32}
 TINY_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
@@ -87,31 +89,9 @@ def test_openclip_download_failure_is_an_input_error():
     assert "open_clip_pytorch_model.bin" in str(e.value) and "file:PATH" in str(e.value)
 
 
-def _tiny_hf(tmp_path, eos_token_id=49407, with_tokenizer=True):
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    from edgeclip.models import OpenClipTokenizer
-
-    torch.manual_seed(1)
-    cfg = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=16, eos_token_id=eos_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    model = CLIPModel(cfg).eval()
-    model.save_pretrained(tmp_path)
-    if with_tokenizer:
-        bpe = tmp_path / "bpe"
-        OpenClipTokenizer(16).export(bpe)
-        tok = CLIPTokenizer(vocab=str(bpe / "vocab.json"), merges=str(bpe / "merges.txt"), model_max_length=16)
-        tok.save_pretrained(tmp_path)
-    return model
-
-
 @pytest.mark.parametrize("eos", [49407, 2])  # 2: configs from before HF's eos fix pool at argmax(ids)
 def test_hf_towers_match_transformers(tmp_path, photos, cosine, eos):
-    hf = _tiny_hf(tmp_path, eos_token_id=eos)
+    hf = tiny_hf_clip(tmp_path, eos_token_id=eos)
     m = load_model(f"hf:{tmp_path}")
     digest = hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
     assert m.tokenizer.kind == "hf" and m.facts.weights == f"file:sha256:{digest}"
@@ -129,7 +109,7 @@ def test_hf_towers_match_transformers(tmp_path, photos, cosine, eos):
 
 def test_hf_without_tokenizer_files_and_file_roundtrip(tmp_path, cosine):
     src = tmp_path / "hf"
-    hf = _tiny_hf(src, with_tokenizer=False)
+    hf = tiny_hf_clip(src, with_tokenizer=False)
     m = load_model(f"hf:{src}")
     assert m.tokenizer.kind == "openclip-bpe"                  # CLIP's BPE: the one with vocab 49408
     ids = torch.from_numpy(m.tokenizer.encode(CAPTIONS))
@@ -138,7 +118,7 @@ def test_hf_without_tokenizer_files_and_file_roundtrip(tmp_path, cosine):
         assert cosine(m.text(ids), ref).min() > 0.9999
 
     with_tok = tmp_path / "hf2"
-    _tiny_hf(with_tok)
+    tiny_hf_clip(with_tok)
     m2 = load_model(f"hf:{with_tok}")
     path = save_model(m2, tmp_path / "out" / "student")
     assert (tmp_path / "out" / "student.tokenizer" / "tokenizer.json").is_file()
