@@ -30,14 +30,16 @@ def corpus() -> list[str]:
     return out
 
 
-def spread_weights_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+def spread_weights_(model: torch.nn.Module, seed: int, skip: str | None = None) -> torch.nn.Module:
     """Re-draw every weight at unit-gain scale. Libraries initialise at std 0.02, where attention is
     uniform and blocks barely move the residual stream: a converter that drops a mask or a norm
-    would still match. At this scale every layer changes the output, so a test can see it."""
+    would still match. At this scale every layer changes the output, so a test can see it.
+    ``skip``: a name prefix left at the library's init (a BatchNorm conv trunk, whose running
+    statistics would no longer fit the weights and overflow fp16)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "logit_scale" in name:
+            if "logit_scale" in name or (skip and name.startswith(skip)):
                 continue
             if p.ndim == 1:   # biases, norm gains, class tokens
                 base = 1.0 if name.endswith("weight") else 0.0
@@ -165,7 +167,7 @@ def openclip_saved(path: Path, name: str, seed: int = 4):
     from open_clip.push_to_hf_hub import save_for_hf
 
     torch.manual_seed(seed)
-    model = spread_weights_(open_clip.create_model(name).eval(), seed)
+    model = spread_weights_(open_clip.create_model(name).eval(), seed, skip="visual.trunk")
     open_clip.model.set_model_preprocess_cfg(model, dict(open_clip.get_model_preprocess_cfg(model),
                                                          mean=MEAN, std=STD))
     # the Hub repos of CLIP-BPE models carry Hugging Face CLIPTokenizer files (open_clip's own

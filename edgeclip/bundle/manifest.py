@@ -17,7 +17,8 @@ from .._io import sha256_path, write_json_atomic
 from ..errors import InputError
 
 __all__ = ["MANIFEST_SCHEMA", "manifest_schema", "file_hashes", "write_manifest", "load_manifest",
-           "validate_manifest", "artifact_entry", "artifact_from_entry", "remove_stale", "tokenizer_readers"]
+           "validate_manifest", "artifact_entry", "artifact_from_entry", "remove_stale", "tokenizer_readers",
+           "tokenizer_caveats"]
 
 MANIFEST_SCHEMA = "edgeclip.manifest/1"
 
@@ -38,6 +39,25 @@ _PYTHON_READER = "tokenizers (Python: tokenizers.Tokenizer.from_file; tested)"
 def tokenizer_readers(platform: str) -> list[str]:
     """Which libraries read the bundle's tokenizer.json on ``platform`` (Python's always does)."""
     return _TOKENIZER_READERS.get(platform, []) + [_PYTHON_READER]
+
+
+def _normalizer_types(node) -> set[str]:
+    if not isinstance(node, dict):
+        return set()
+    return {node.get("type", "")} | {t for n in node.get("normalizers") or [] for t in _normalizer_types(n)}
+
+
+def tokenizer_caveats(tokenizer_json: dict, platform: str) -> list[str]:
+    """Where a platform's reader is known to tokenize this tokenizer.json differently from the
+    reference (checked against the library's source and, for Tokenizers.js, under Node)."""
+    out = []
+    if platform == "web" and "Precompiled" in _normalizer_types(tokenizer_json.get("normalizer")):
+        out.append("Tokenizers.js approximates sentencepiece's Precompiled normalizer (control characters "
+                   "removed, U+2000-U+200F and other spaces mapped to a space, then NFKC) instead of applying "
+                   "its charsmap: the zero-width characters U+200B-U+200F (e.g. the joiner inside emoji "
+                   "sequences) become word breaks there, so ids differ from the reference on text that "
+                   "contains them; the bundle's test vectors include such a text")
+    return out
 
 
 def manifest_schema() -> dict:

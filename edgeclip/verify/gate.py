@@ -59,10 +59,10 @@ def check_accuracy(records: list[Record], thresholds: dict[str, Thresholds]) -> 
                 continue
             if metric == "zero_shot_top1":  # every group whose labels the model learned, each on its own
                 out += [Shortfall(name, f"zero_shot_top1[{g}]", v, limit, op)
-                        for g, v in zero_shot.get(name, {}).items() if v is None or v < limit]
+                        for g, v in zero_shot.get(name, {}).items() if v is None or not v >= limit]
                 continue
             v = values.get(metric)
-            if v is None or v < limit:
+            if v is None or not v >= limit:  # NaN (an fp16 overflow) fails, it does not slip through
                 out.append(Shortfall(name, metric, v, limit, op))
     return out
 

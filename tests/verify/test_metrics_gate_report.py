@@ -74,6 +74,13 @@ def test_gate_collects_every_shortfall():
     assert "onnx/image/int8-dynamic" in table and ">= 0.98" in table and "missing" in table
 
 
+def test_nan_metric_fails_its_gate():
+    """An fp16 overflow gives NaN embeddings; NaN compares false both ways and must not pass."""
+    recs = [_rec("fp16", "cosine_mean", float("nan")), _rec("fp16", "psnr_db", 40.0)]
+    short = check_accuracy(recs, {"onnx/image/fp16": Thresholds(cosine_mean=0.98, psnr_db=15.0)})
+    assert [(s.metric, math.isnan(s.value)) for s in short] == [("cosine_mean", True)]
+
+
 def test_record_rejects_unknown_metric():
     with pytest.raises(ValueError, match="unknown metric"):
         Record("m", "t", "onnx", "image", "fp32", "ort", False, "speed", 1.0)

@@ -107,7 +107,9 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
                       "vocab_size": m.tokenizer.vocab_size,
                       "files": [f"tokenizer/{n}" for n in tok_files], "test_vectors": "tokenizer/test_vectors.json",
                       "format": "huggingface-tokenizers", "pad_id": m.tokenizer.pad_id, "eot_id": m.tokenizer.eot_id,
-                      "readers": bundle_manifest.tokenizer_readers(t.platform)},
+                      "readers": bundle_manifest.tokenizer_readers(t.platform),
+                      "caveats": bundle_manifest.tokenizer_caveats(
+                          json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8")), t.platform)},
         "labels": bundle_labels(out, ctx.plan.labels, m),
         "artifacts": arts,
         "recommended": recommended,  # per tower, across backends, by the target's select policy
