@@ -21,6 +21,14 @@ CAPTIONS = ["a photo of a red circle", "a blue square on a white background", "�
             "白色背景上的黄色星形", "coffee!! (hot) & 'fresh'"]
 
 
+def export_ok(tower, batch: int = 1) -> None:
+    """``torch.export`` of ``tower`` runs and gives the eager outputs."""
+    ex = tower.example_inputs(batch)
+    ep = torch.export.export(tower, ex, strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(*ex), tower(*ex), atol=1e-5, rtol=1e-5)
+
+
 def corpus() -> list[str]:
     """English and Chinese captions of coloured shapes: what the tiny tokenizers are trained on."""
     out = []
@@ -76,7 +84,8 @@ def xlmr_tokenizer(path: Path, context_length: int):
     raw = path / "spm"
     raw.mkdir(parents=True, exist_ok=True)
     (raw / "corpus.txt").write_text("\n".join(corpus()), encoding="utf-8")
-    spm.SentencePieceTrainer.train(input=str(raw / "corpus.txt"), model_prefix=str(raw / "sp"), vocab_size=128, hard_vocab_limit=False,
+    spm.SentencePieceTrainer.train(input=str(raw / "corpus.txt"), model_prefix=str(raw / "sp"), vocab_size=128,
+                                   hard_vocab_limit=False,
                                    model_type="unigram", character_coverage=1.0, pad_id=1, bos_id=0, eos_id=2,
                                    unk_id=3, minloglevel=2)
     (raw / "sp.model").rename(raw / "sentencepiece.bpe.model")

@@ -19,7 +19,8 @@ from torch import nn
 from ..errors import ConfigError
 from ._mci import MCi
 from ._bert import BertText
-from ._specs import IMAGE_SPECS, TEXT_SPECS, BertTextSpec, MCiSpec, NativeSpec, TextSpec, ViTSpec, spec_from_dict, spec_to_dict
+from ._specs import (IMAGE_SPECS, TEXT_SPECS, BertTextSpec, MCiSpec, NativeSpec, TextSpec, ViTSpec, spec_from_dict,
+                     spec_to_dict)
 from ._text import TextTransformer
 from ._vit import ViT
 from .facts import ModelFacts, count_flops, count_params

@@ -233,7 +233,8 @@ def _fetch_hint(name: str, tag: str | None) -> str:
              f"({constants.HF_HUB_CACHE}), which HF_HUB_OFFLINE=1 then reads; or " if repo else "")
     return (f"{where}put {files}" + (f" from huggingface.co/{repo}" if repo else "") +
             f" in a folder DIR and use openclip:local-dir:DIR, or give the weights file as "
-            f"openclip:{'NAME' if name.startswith(('hf-hub:', 'local-dir:')) else name}//path/to/open_clip_model.safetensors; "
+            f"openclip:{'NAME' if name.startswith(('hf-hub:', 'local-dir:')) else name}"
+            "//path/to/open_clip_model.safetensors; "
             "or a checkpoint saved with edgeclip as file:PATH")
 
 

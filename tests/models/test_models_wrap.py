@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from edgeclip.errors import ConfigError, InputError
 from edgeclip.models import from_openclip, load_model, preprocess_images, save_model
 
-from _checkpoints import tiny_hf_clip
+from _checkpoints import export_ok as _export_ok, tiny_hf_clip
 
 CAPTIONS = ["a photo of a cat", "an astronaut in a white suit", "一只猫的照片", "coffee!! (hot) & 'fresh'"]
 TINY_VISION = {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32}
@@ -20,13 +20,6 @@ TINY_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2,
 
 def _pixels(photos, size):
     return preprocess_images(photos[:3], size, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), "shortest")
-
-
-def _export_ok(tower):
-    ex = tower.example_inputs(1)
-    ep = torch.export.export(tower, ex, strict=False)
-    with torch.no_grad():
-        torch.testing.assert_close(ep.module()(*ex), tower(*ex), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["clip", "custom-text-bidirectional"])
