@@ -150,8 +150,14 @@ class DataSource:
     languages: tuple[str, ...] = choice("en", "zh", default=("en",))
     on_bad_image: str = choice("skip", "fail", default="skip")
     options: dict[str, Any] = field(default_factory=dict)
+    # parallel captions (DC-CLIP) from a CSV/TSV: the column of each language, default caption_<lang>
+    captions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.captions:
+            if self.source != "csv":
+                raise ConfigError(f"captions: names parallel-caption columns of a csv source, not {self.source!r}; "
+                                  "drop it or use source: csv")
         if self.source in ("csv", "folder", "webdataset") and not self.path:
             raise ConfigError(f"source {self.source!r} needs a 'path' (the file, folder or shard pattern)")
         if self.samples is not None and self.samples < 1:

@@ -18,6 +18,7 @@ rank/world_size, and ``.stats`` (LoaderStats) after a pass:
     FolderLoader(root, captions=None, ...)                captions.jsonl or captions.tsv
     WebDatasetLoader(shards, image_exts=..., caption_ext="txt", keep_extra=False, ...)
     open_dataset(source, **kw)                            picks one of the three
+    ParallelCsvLoader(path, languages, captions=None, ...) (``parallel``) image + {lang: caption}
     expand_shards(spec) -> list[str]                      "shard-{000000..000009}.tar", globs, "::"
 Preprocessing (``preprocess``):
     preprocess(image, size=224, mean=CLIP_MEAN, std=CLIP_STD, resize="bicubic", crop="center")

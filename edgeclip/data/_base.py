@@ -80,6 +80,7 @@ class BaseLoader:
             raise ConfigError(f"rank {rank} is outside world_size {world_size}")
         self.on_bad_image, self.rank, self.world_size = on_bad_image, rank, world_size
         self.stats = LoaderStats()
+        self.completed: LoaderStats | None = None  # the last pass that ran to the end
 
     def _samples(self, index: int, count: int) -> Iterator[tuple]:
         raise NotImplementedError
@@ -105,5 +106,6 @@ class BaseLoader:
                 continue
             self.stats.yielded += 1
             yield image, caption, meta
+        self.completed = self.stats
         report = log.warning if self.stats.skipped else log.info
         report("%s: %s", type(self).__name__, self.stats.summary())

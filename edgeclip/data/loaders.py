@@ -41,6 +41,15 @@ def _pick(found: Sequence[str], wanted: str | None, defaults: Sequence[str]) -> 
     return next((c for c in defaults if c in found), None)
 
 
+def csv_header(path: Path, sep: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """``(separator, column names)`` of a CSV/TSV; ``sep`` defaults to tab for ``.tsv``, comma otherwise."""
+    if not path.is_file():
+        raise InputError(f"CSV file {path} not found")
+    sep = sep or ("\t" if path.suffix.lower() == ".tsv" else ",")
+    with path.open(newline="", encoding="utf-8") as f:
+        return sep, tuple(next(csv.reader(f, delimiter=sep), []))
+
+
 class CsvLoader(BaseLoader):
     """Rows of ``image_col`` (path relative to the CSV, or absolute) and ``caption_col``; the
     other columns go into ``meta``. ``sep`` defaults to tab for ``.tsv``, comma otherwise."""
@@ -50,11 +59,7 @@ class CsvLoader(BaseLoader):
                  on_bad_image: str = "skip", rank: int = 0, world_size: int = 1):
         super().__init__(on_bad_image, rank, world_size)
         self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(f"CSV file {self.path} not found")
-        self.sep = sep or ("\t" if self.path.suffix.lower() == ".tsv" else ",")
-        with self.path.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f, delimiter=self.sep), [])
+        self.sep, header = csv_header(self.path, sep)
         self.image_col = _pick(header, image_col, IMAGE_COLUMNS)
         self.caption_col = _pick(header, caption_col, CAPTION_COLUMNS)
         missing = [f"{what} column {want!r}" if want else f"{what} column (tried {', '.join(tried)})"

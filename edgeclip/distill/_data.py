@@ -15,7 +15,7 @@ import torch
 from ..errors import ConfigError
 
 __all__ = ["DistillCollate", "InterleavedPairs", "ParallelPairs", "training_pairs", "parallel_pairs",
-           "distill_batches"]
+           "distill_batches", "stream_batches"]
 
 
 def _same_inputs(a, b) -> bool:
@@ -84,7 +84,7 @@ def training_pairs(source, image_size: int, seed: int, rank: int = 0, world_size
                       "csv, folder or webdataset")
 
 
-def _stream(loader, collate, batch_size: int) -> Iterator[Any]:
+def stream_batches(loader, collate, batch_size: int) -> Iterator[Any]:
     """Endless batches over passes of a streaming loader (fails if a pass yields nothing)."""
     while True:
         items, seen = [], 0
@@ -112,7 +112,7 @@ def distill_batches(source, student, teacher, batch_size: int, seed: int):
     collate = DistillCollate(student, teacher)
     if hasattr(pairs, "__getitem__") and hasattr(pairs, "__len__"):
         return StepBatches(pairs, batch_size, seed=seed, collate=collate, group=getattr(pairs, "group", 1))
-    return _stream(pairs, collate, max(1, batch_size // world))
+    return stream_batches(pairs, collate, max(1, batch_size // world))
 
 
 class ParallelPairs:
@@ -141,13 +141,21 @@ class ParallelPairs:
         return image, {lang: c[self.epoch % len(c)] for lang, c in caps.items()}
 
 
-def parallel_pairs(source, image_size: int, seed: int, pool: int = 4096) -> ParallelPairs:
-    """Parallel-caption training pairs; only the embedded world has them built in."""
-    if source.source != "synthetic":
-        raise ConfigError(f"dcclip needs parallel captions in {list(source.languages)}; data.train.source "
-                          f"{source.source!r} has one caption per image: use source: synthetic")
+def parallel_pairs(source, image_size: int, seed: int, pool: int = 4096, rank: int = 0, world_size: int = 1):
+    """Parallel-caption training pairs ``(image, {lang: caption})``: the embedded world's scenes
+    (map-style ``ParallelPairs``) or a user's CSV/TSV with a caption column per language (a
+    streaming ``ParallelCsvLoader``, this rank's rows)."""
     if len(source.languages) < 2:
         raise ConfigError("dcclip is multilingual: give data.train.languages at least two languages, e.g. [en, zh]")
+    if source.source == "csv":
+        from ..data.parallel import ParallelCsvLoader
+
+        return ParallelCsvLoader(source.path, source.languages, source.captions, on_bad_image=source.on_bad_image,
+                                 rank=rank, world_size=world_size, **source.options)
+    if source.source != "synthetic":
+        raise ConfigError(f"dcclip needs parallel captions in {list(source.languages)}; data.train.source "
+                          f"{source.source!r} has one caption per image: use source: csv (a caption_<lang> column "
+                          "per language) or source: synthetic")
     from ..data import SyntheticWorld
 
     world = SyntheticWorld(seed=seed, image_size=source.image_size or image_size, split="train",

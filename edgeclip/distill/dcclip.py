@@ -67,12 +67,10 @@ def parse_options(options: dict[str, Any]) -> DcClipOptions:
 def check(stage, recipe=None) -> None:
     opts = parse_options(stage.options)
     src = recipe.data.train if recipe is not None else None
-    if src is not None and src.source != "synthetic":
-        raise ConfigError(f"dcclip needs parallel captions; data.train.source {src.source!r} has one caption "
-                          "per image (parallel captions from your own data are not supported yet): use "
-                          "source: synthetic with languages [en, zh]")
-    if src is not None and len(src.languages) < 2:
-        raise ConfigError("dcclip is multilingual: give data.train.languages at least two languages, e.g. [en, zh]")
+    if src is not None:
+        from ._data import parallel_pairs
+
+        parallel_pairs(src, 64, 0)  # a wrong source, too few languages, a CSV without the columns: now
     if opts.phase == "features" and stage.student is None:
         raise ConfigError("dcclip phase features trains a new lightweight student: set student: "
                           "(e.g. builtin:tiny-vit)")
@@ -97,7 +95,7 @@ def _new_student(stage, opts: DcClipOptions, pairs, seed: int):
     if opts.tokenizer != "teacher":
         from ..models.bpe_train import train_bpe, with_tokenizer
 
-        texts = [c for i in range(len(pairs)) for c in pairs[i][1].values()]
+        texts = _caption_texts(pairs)
         # Chinese costs about a token per character: 48 holds the embedded world's longest caption
         kw = {"context_length": 48, **opts.tokenizer["train"]}
         tok = train_bpe(texts, **kw)
@@ -105,6 +103,20 @@ def _new_student(stage, opts: DcClipOptions, pairs, seed: int):
     clip_init_(student.image, seed)
     clip_init_(student.text, seed + 1)
     return student
+
+
+def _caption_texts(pairs, limit: int = 50_000) -> list[str]:
+    """Every language's captions of the first ``limit`` pairs (one pass over a streaming loader)."""
+    if hasattr(pairs, "__getitem__"):
+        return [c for i in range(min(len(pairs), limit)) for c in pairs[i][1].values()]
+    texts = []
+    for n, (_, caps) in enumerate(pairs):
+        if n == limit:
+            break
+        texts += caps.values()
+    if not texts:
+        raise ConfigError(f"no usable parallel-caption rows to train the tokenizer on ({pairs.stats.summary()})")
+    return texts
 
 
 class _Collate:
@@ -149,7 +161,7 @@ def _fold(student, image_adapter, text_adapter):
     return folded
 
 
-def _features(student, teacher, opts, batches, cfg_kwargs):
+def _features(student, teacher, opts, batches, langs, cfg_kwargs):
     import torch
     from torch import nn
 
@@ -157,7 +169,6 @@ def _features(student, teacher, opts, batches, cfg_kwargs):
     from .losses import feature_loss
     from .trainer import TrainConfig, fit_stage
 
-    langs = batches.dataset.langs
     dt, ds = teacher.facts.embed_dim, student.facts.embed_dim
 
     class Stage1(nn.Module):
@@ -190,7 +201,7 @@ def _features(student, teacher, opts, batches, cfg_kwargs):
     return _fold(student, module.image_adapter.cpu(), module.text_adapter.cpu()), result
 
 
-def _align(student, opts, batches, cfg_kwargs):
+def _align(student, opts, batches, langs, cfg_kwargs):
     from .losses import clip_loss
     from .pretrain import ClipTrainModule
     from .trainer import TrainConfig, fit_stage
@@ -198,7 +209,6 @@ def _align(student, opts, batches, cfg_kwargs):
     learn = opts.logit_scale == "learn"
     module = ClipTrainModule(student.image, student.text, student.logit_scale if learn else float(opts.logit_scale))
     module.logit_scale.requires_grad_(learn)
-    langs = batches.dataset.langs
 
     def step(model, batch):
         pixels, ids, _, _ = batch
@@ -237,28 +247,49 @@ def evaluate_languages(model, langs, n: int = 200) -> dict:
 def train_stage(teacher, init, stage, opts: DcClipOptions, source, seed: int = 0, checkpoint_dir=None,
                 progress: bool = True, device: str = "auto"):
     """One DC-CLIP stage; returns ``(student, record)``."""
-    from ._data import parallel_pairs
+    import os
+
+    from ._data import parallel_pairs, stream_batches
     from .batches import StepBatches
     from .trainer import stage_checkpoint_every
 
-    pairs = parallel_pairs(source, (init or teacher).facts.image_size, seed)
+    # torchrun's environment: a streaming CSV is sharded by rank now, the trainer joins the group later
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    pairs = parallel_pairs(source, (init or teacher).facts.image_size, seed, rank=rank, world_size=world)
     fresh = stage.student is not None
-    student = _new_student(stage, opts, pairs, seed) if fresh else init
-    batches = StepBatches(pairs, stage.batch_size, seed=seed, collate=_Collate(student, teacher, pairs.langs))
+    # every rank trains the same tokenizer: on all rows, not its shard
+    vocab_pairs = pairs if world == 1 or hasattr(pairs, "__getitem__") else parallel_pairs(
+        source, (init or teacher).facts.image_size, seed)
+    student = _new_student(stage, opts, vocab_pairs, seed) if fresh else init
+    collate = _Collate(student, teacher, pairs.langs)
+    batches = (StepBatches(pairs, stage.batch_size, seed=seed, collate=collate) if hasattr(pairs, "__getitem__")
+               else stream_batches(pairs, collate, max(1, stage.batch_size // world)))
     cfg = dict(steps=stage.steps, lr=stage.lr, weight_decay=stage.weight_decay, warmup_steps=stage.warmup_steps,
                seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, desc=f"dcclip {opts.phase}", device=device,
                checkpoint_every=stage_checkpoint_every(stage.steps, checkpoint_dir))
     if opts.phase == "features":
-        student, result = _features(student, teacher, opts, batches, cfg)
+        student, result = _features(student, teacher, opts, batches, pairs.langs, cfg)
     else:
-        student, result = _align(student, opts, batches, cfg)
+        student, result = _align(student, opts, batches, pairs.langs, cfg)
     record = {"phase": opts.phase, "fresh_student": fresh, "languages": list(pairs.langs),
+              "data": _describe_pairs(source, pairs),
+              "params": {who: {"image": int(m.facts.params_image), "text": int(m.facts.params_text)}
+                         for who, m in (("teacher", teacher), ("student", student))},
               "tokenizer": {"kind": student.tokenizer.kind, "vocab_size": int(student.tokenizer.vocab_size)},
               "steps": result.steps, "final_loss": result.final_loss, "samples_per_s": result.samples_per_s,
               "wall_s": result.wall_s, "device": result.device, "world_size": result.world_size,
               "precision": result.precision, "resumed_at_step": result.start_step, "losses": result.losses[:: max(1, len(result.losses) // 50)],
               "parts": {k: v[-1] for k, v in result.parts.items()}}
     return student.eval(), record
+
+
+def _describe_pairs(source, pairs) -> dict:
+    """What the stage trained on: the source, and for a CSV its columns and a whole pass's counts."""
+    if source.source != "csv":
+        return {"source": source.source, "samples": len(pairs)}
+    done = pairs.completed
+    return {"source": "csv", "path": str(source.path), "columns": pairs.columns,
+            "rows": done.summary() if done else "no pass over the whole file finished within the stage's steps"}
 
 
 def run(teacher_dir: Path, init_dir: Path, stage, recipe, out: Path, checkpoint_dir: Path | None = None,

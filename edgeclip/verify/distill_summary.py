@@ -16,7 +16,7 @@ __all__ = ["distill_summaries", "distill_md", "teacher_student_rows", "RETENTION
 RETENTION_KINDS = {"shape": 1 / 8, "colour": 1 / 8, "shape-colour": 1 / 64}
 
 _KEEP = ("phase", "inherit", "inherited", "steps", "final_loss", "samples_per_s", "wall_s", "params",
-         "zero_shot", "eval", "languages", "tokenizer", "samples", "teacher_dims", "reinforce_s")
+         "zero_shot", "eval", "languages", "tokenizer", "samples", "teacher_dims", "reinforce_s", "data")
 
 
 def distill_summaries(stages: list[tuple[object, Path]]) -> list[dict]:
