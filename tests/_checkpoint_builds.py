@@ -2,8 +2,8 @@
 
 An open_clip ViT with a non-default patch size and an open_clip MobileCLIP2-layout model (both
 written by open_clip's ``save_for_hf``), a Hugging Face ``CLIPModel`` and an ``AltCLIPModel``
-(``save_pretrained``) go through android (LiteRT and ExecuTorch; not the CLIPModel, see
-TARGETS_OF), web (ONNX) and ios (CoreML, emulated: CoreML predicts only on macOS) with the shipped
+and a ``ChineseCLIPModel`` (``save_pretrained``) go through android (LiteRT and ExecuTorch; not
+the CLIPModel and the Chinese-CLIP, see TARGETS_OF), web (ONNX) and ios (CoreML, emulated: CoreML predicts only on macOS) with the shipped
 targets' own thresholds. The targets
 keep only their float variants, so every artifact must pass the gates (what the quantized ones
 do is the default build's business, and random weights say nothing about it).
@@ -22,7 +22,9 @@ import yaml
 from edgeclip.bundle import load_manifest
 
 from _bundle_checks import assert_tokenizer_json_reproduces_vectors, run_web_snippet
-from _checkpoints import MEAN, openclip_saved, register_openclip_configs, tiny_altclip, tiny_hf_clip
+from _checkpoints import (
+    MEAN, openclip_saved, register_openclip_configs, tiny_altclip, tiny_chinese_clip, tiny_hf_clip,
+)
 from _tiny_configs import build_mini
 
 TARGETS = Path(__file__).resolve().parents[1] / "targets"
@@ -48,13 +50,17 @@ def _teacher(kind: str, root: Path) -> tuple[str, tuple[float, ...]]:
     if kind == "hf-clip":
         tiny_hf_clip(root / kind)
         return f"hf:{root / kind}", (0.48145466, 0.4578275, 0.40821073)   # no preprocessor_config: CLIP's
+    if kind == "hf-chinese-clip":
+        tiny_chinese_clip(root / kind)
+        return f"hf:{root / kind}", MEAN
     tiny_altclip(root / kind)
     return f"hf:{root / kind}", MEAN
 
 
 # CI time (25 min on 2 cores): the HF CLIPModel's towers are the same ViT / TextTransformer classes
-# the open_clip ViT build takes through LiteRT and ExecuTorch, so it skips android
-TARGETS_OF = {"hf-clip": ("web", "ios")}
+# the open_clip ViT build takes through LiteRT and ExecuTorch, and Chinese-CLIP's the same ViT and
+# BertText the AltCLIP build takes there, so those two skip android
+TARGETS_OF = {"hf-clip": ("web", "ios"), "hf-chinese-clip": ("web", "ios")}
 
 RECIPE = """
 version: 1
