@@ -26,7 +26,7 @@ __all__ = ["BuildContext", "Progress", "ArtifactResult", "FORCE_ORDER", "default
            "capture_fds", "stage_model", "check_force"]
 
 # --force STAGE reruns this stage and every later one
-FORCE_ORDER = ["teacher", "distill", "reference", "export", "verify", "bench", "rounds", "bundle"]
+FORCE_ORDER = ["teacher", "distill", "reference", "sensitivity", "export", "verify", "bench", "rounds", "bundle"]
 
 
 def check_force(force: str | None) -> None:
@@ -78,7 +78,7 @@ class ArtifactResult:
     @property
     def name(self) -> str:
         p = self.planned
-        return f"{p.backend}/{p.tower}/{p.quant}"
+        return f"{p.backend}/{p.tower}/{p.variant}"
 
 
 @dataclass
@@ -92,6 +92,8 @@ class BuildContext:
     distill_dirs: list = field(default_factory=list)  # (DistillStage, folder) per distill stage
     yardstick: dict | None = None         # the machine's GEMM peak and bandwidth, from the rounds stage
     calibration: object = None            # build.calibration.Calibration, read when a variant needs it
+    sensitivity: dict = field(default_factory=dict)  # "tower/scheme" -> the mixed-precision stage's ranking
+    mixed: list = field(default_factory=list)        # the mixed-precision searches, for the report
 
     @classmethod
     def create(cls, plan: Plan, force: str | None = None, reference: Path | None = None,

@@ -26,6 +26,16 @@ class PlannedArtifact:
     backend: str
     tower: str
     quant: str
+    keep_float: tuple[str, ...] = ()  # op types and module paths left in float (the mixed-precision search's)
+
+    @property
+    def variant(self) -> str:
+        """``quant``, or for a mixed variant the op types and the number of layers kept float:
+        ``int8-static+float3`` (3 layers), ``int8-static+add+float1`` (every add and 1 layer)."""
+        from ..quantize.overrides import OP_TYPES
+        types = [x for x in self.keep_float if x in OP_TYPES]
+        layers = len(self.keep_float) - len(types)
+        return self.quant + "".join(f"+{t}" for t in types) + (f"+float{layers}" if layers else "")
 
 
 @dataclass
@@ -126,6 +136,12 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
                         f"{tower} tower; it offers: {', '.join(backend.quant_modes)}")
                 plan.artifacts.append(PlannedArtifact(entry.backend, tower, mode))
 
+    from ..quantize.methods import make_method
+    for mode in dict.fromkeys(a.quant for a in plan.artifacts):  # a mistyped parameter fails now
+        try:
+            make_method(mode, recipe.quantization.params.get(mode))
+        except ConfigError as e:
+            raise ConfigError(f"recipe quantization.params: {e}") from None
     for source in [*recipe.data.eval, *([recipe.data.train] if recipe.data.train else [])]:
         if source.path and not any(c in source.path for c in "*{") and not _exists(source.path):
             raise InputError(f"data path {source.path!r} ({source.source}) does not exist; "

@@ -1,7 +1,8 @@
 """``edgeclip build``: stage order, caching and resume, from recipe to verified bundle.
 
 Stages: load teacher -> distill (0..n) -> reference -> per artifact: quantize+export -> verify
--> bench (load, memory) -> rounds (every artifact timed in interleaved rounds beside the
+-> bench (load, memory) -> mixed precision (variants below the gates rebuilt with their most
+sensitive layers in float) -> rounds (every artifact timed in interleaved rounds beside the
 machine's yardstick) -> select -> bundle. Each stage's output folder is keyed by a hash of its inputs
 (recipe section, upstream keys, tool versions) and written atomically by ``StageCache``, so a
 rerun skips finished stages and an edited quantization section reruns only what it changes.
@@ -37,6 +38,7 @@ def run_build(plan: Plan, force: str | None = None, reference: Path | None = Non
         ref_dir, ref_key = stages.reference(ctx, model_dir, model_key)
         results = [stages.artifact(ctx, planned, model_dir, model_key, ref_dir, ref_key)
                    for planned in plan.artifacts]
+        results = stages.mixed_precision(ctx, results, model_dir, model_key, ref_dir, ref_key)
         ctx.yardstick = stages.rounds(ctx, results, model_dir)  # before select: it compares these p50s
         stages.select(ctx, results)
         # the bundle is rewritten in place: drop the previous manifest first, so a build killed

@@ -143,6 +143,7 @@ def artifact_entry(art: dict, *, file: str, shipped: bool, why_not_shipped: str 
             "compute_delegated_fraction": art.get("extra", {}).get("compute_delegated_fraction"),
             "not_delegated": art.get("not_delegated", []), "notes": art.get("notes", []),
             "thresholds": thresholds,
+            "float_layers": art.get("extra", {}).get("float_layers", []),
             "in_graph_preprocess": bool(art.get("extra", {}).get("in_graph_preprocess"))}
 
 

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TOWERS, parse_model_uri
 
 __all__ = [
-    "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Budgets", "SELECT_POLICIES", "Target", "DataSource",
+    "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Budgets", "MixedPrecision", "SELECT_POLICIES", "Target", "DataSource",
     "DataConfig", "PretrainConfig", "DistillStage", "QuantizationConfig", "ExportConfig", "Recipe",
     "load_target", "load_recipe", "default_recipe", "list_targets", "list_recipes",
     "search_dirs", "parse_model_uri", "DEFAULT_RECIPE",
@@ -116,6 +116,19 @@ class Budgets:
 
 
 @dataclass(frozen=True)
+class MixedPrecision:
+    """When a quantized variant misses the accuracy gates, rebuild it with its most sensitive layers
+    kept in float (1, 2, 4, 8 ... of them) until it passes, or until fewer than
+    ``min_quantized_fraction`` of the tower's quantizable weights would stay quantized."""
+    search: bool = True
+    min_quantized_fraction: float = 0.5
+
+    def __post_init__(self):
+        if not 0.0 <= self.min_quantized_fraction <= 1.0:
+            raise ConfigError(f"min_quantized_fraction: a fraction in [0, 1], found {self.min_quantized_fraction}")
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     platform: str = choice("ios", "android", "web", "linux", "macos")
@@ -131,6 +144,7 @@ class Target:
     # go to the smaller), or the smallest; budgets exclude what exceeds them
     select: str = choice(*SELECT_POLICIES, default="fastest")
     budgets: Budgets = field(default_factory=Budgets)
+    mixed_precision: MixedPrecision = field(default_factory=MixedPrecision)
     source: str = ""
 
     def __post_init__(self):

@@ -8,6 +8,7 @@ model's key, so a new student invalidates every artifact built from the old one.
     distill   each distillation stage of the recipe          distill.py
     reference fp32 torch outputs on the evaluation set        reference.py
     artifact  export -> verify -> bench of one planned variant artifact.py
+    mixed     sensitivity, then float layers for gate misses  mixed.py
     rounds    all timed artifacts in interleaved rounds       rounds.py
     select    gate every variant, choose what ships           select.py
     bundle    artifacts, tokenizer, labels, reports, manifest bundle.py
@@ -19,12 +20,13 @@ from pathlib import Path
 from .artifact import artifact
 from .bundle import bundle
 from .distill import distill
+from .mixed import mixed_precision
 from .reference import reference
 from .rounds import rounds
 from .select import select
 from .teacher import teacher
 
-__all__ = ["teacher", "distill", "teacher_and_distill", "reference", "artifact", "rounds", "select", "bundle"]
+__all__ = ["teacher", "distill", "teacher_and_distill", "reference", "artifact", "mixed_precision", "rounds", "select", "bundle"]
 
 
 def teacher_and_distill(ctx) -> tuple[Path, str]:

@@ -18,10 +18,12 @@ from ...errors import ConfigError
 from ..context import ArtifactResult, stage_model
 from ..plan import CALIBRATED, PlannedArtifact
 
-__all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "EXPORT_VERSION", "artifact", "calibration_for"]
+__all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "EXPORT_VERSION", "artifact", "calibration_for", "calibration_inputs", "quant_method"]
 
 MIL_INTERPRETER_VERSION = 1  # bump when edgeclip.verify.mil changes what it computes
-EXPORT_VERSION = 2  # bump when a backend's export writes something else (2: ExecuTorch int8 token tables)
+# bump when a backend's export writes something else (2: ExecuTorch int8 token tables; 3: the recipe's
+# quantization params and keep_float reach the backends, as the variant's float layers do)
+EXPORT_VERSION = 3
 # in-graph preprocessing takes uint8 pixels; coremltools 9 declares no uint8 tensor input (it
 # casts it back to int32 at the boundary), so CoreML artifacts take int32 0..255
 _RAW_DTYPES = {"coreml": "int32"}
@@ -29,7 +31,19 @@ _IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids"
              "zero-shot-head": (("pixels",), ("logits",))}
 
 
-def _calibration(model, tower: str, calib, raw_dtype=None) -> list[tuple[np.ndarray, ...]]:
+def quant_method(p: PlannedArtifact, q):
+    """The quantization config of ``p``: the recipe's ``quantization.params`` for its mode, and
+    ``keep_float`` (the recipe's, then the variant's own layers) as fp32 overrides: an op type
+    (``softmax``) by type, anything else by module path."""
+    from ...quantize.methods import make_method
+    from ...quantize.overrides import OP_TYPES, Overrides
+    floats = dict.fromkeys((*q.keep_float, *p.keep_float))
+    ov = Overrides(op_type=tuple((n, "fp32") for n in floats if n in OP_TYPES),
+                   op_name=tuple((n, "fp32") for n in floats if n not in OP_TYPES))
+    return make_method(p.quant, q.params.get(p.quant), ov if ov else None)
+
+
+def calibration_inputs(model, tower: str, calib, raw_dtype=None) -> list[tuple[np.ndarray, ...]]:
     """Calibration inputs as the artifact takes them, from ``calib`` (``build.calibration``;
     ``raw_dtype``: in-graph preprocessing, the uint8 NHWC images in the artifact's input dtype)."""
     from ...models import preprocess_images
@@ -64,7 +78,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     r, t = ctx.plan.recipe, ctx.plan.target
     entry = ctx.backend_entry(p.backend)
     q = r.quantization
-    label = f"{p.backend} {p.tower} {p.quant}"
+    label = f"{p.backend} {p.tower} {p.variant}"
     head = p.tower == "zero-shot-head"
     raw = t.in_graph_preprocess and p.tower in ("image", "zero-shot-head")  # raw pixels in, normalized inside
     raw_dtype = _RAW_DTYPES.get(p.backend, "uint8") if raw else None
@@ -94,13 +108,10 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
                 tower = image
         example = tuple(x.contiguous() for x in tower.example_inputs(t.batch_size))
         ins, outs = _IO_NAMES[p.tower]
-        calibration = _calibration(m, p.tower, calib, raw_dtype) if calib else None
+        calibration = calibration_inputs(m, p.tower, calib, raw_dtype) if calib else None
         options = dict(entry.options)
-        options.update(q.params.get(p.quant, {}))
-        if q.keep_float:
-            options["keep_float"] = list(q.keep_float)
         metadata = {"author": "edgeclip", "license": "see the teacher's license",
-                    "description": f"{r.name} {p.tower} tower ({p.quant})",
+                    "description": f"{r.name} {p.tower} tower ({p.variant})",
                     "preprocessing": json.dumps(m.facts.to_dict())}
         if raw:
             s = m.facts.image_size
@@ -110,14 +121,17 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
             metadata.setdefault("input:pixels", "float32[B,3,H,W] RGB pixels, resized and normalized (see preprocessing)")
             metadata.update({"output:logits": f"float32[B,{len(ls.labels)}] logit_scale x cosine per label, "
                                                "in the order of labels/labels.json"})
+        stem = f"{p.tower}-{p.variant.replace('+', '-')}"
         spec = ExportSpec(tower=p.tower, quant=p.quant, input_names=ins, output_names=outs,
-                          calibration=calibration, options=options, name=f"{p.tower}-{p.quant}", metadata=metadata)
+                          calibration=calibration, options=options, name=stem, metadata=metadata,
+                          quant_config=quant_method(p, q))
         art = backend.export(tower, example, spec, tmp)
         for i, x in enumerate(example):  # bench feeds these: token ids valid for this vocabulary
             np.save(tmp / f"example-{i}.npy", x.cpu().numpy())
         d = art.to_dict()
         d["path"] = Path(art.path).name
         d["extra"]["in_graph_preprocess"] = bool(raw)
+        d["extra"]["float_layers"] = list(p.keep_float)
         (tmp / "artifact.json").write_text(json.dumps(d, indent=2, default=str))
 
     export_dir = ctx.timed(f"export {label}", "export", export_key, ctx.cache, run_export, quiet=True)

@@ -14,6 +14,7 @@ from ... import __version__
 from ..._io import copy_atomic, write_text_atomic
 from ...bundle import manifest as bundle_manifest
 from ..context import stage_model
+from .mixed import mixed_md
 from .select import records as result_records, selection_md
 
 __all__ = ["bundle", "TOKENIZER_SAMPLES"]
@@ -87,10 +88,16 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     machine = {**machine_info(), "bench_threads": t.bench.threads,
                **({"yardstick": ctx.yardstick} if ctx.yardstick else {})}
     calib = ctx.calibration.info if ctx.calibration is not None else None
+    sens = out / "sensitivity.json"  # the mixed-precision stage's layer rankings, when it ran
+    if ctx.sensitivity:
+        write_text_atomic(sens, json.dumps(ctx.sensitivity, indent=1))
+    else:
+        sens.unlink(missing_ok=True)
     write_report(out, records, machine=machine, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
                                       "calibration": calib,
-                                      "reference_margins": margins, "zero_shot_groups": groups, "distill": distill},
-                 extra_md="\n\n".join(x for x in (selection_md(results, t), _calibration_md(calib),
+                                      "reference_margins": margins, "zero_shot_groups": groups, "distill": distill,
+                                      "mixed_precision": ctx.mixed},
+                 extra_md="\n\n".join(x for x in (selection_md(results, t), mixed_md(ctx.mixed), _calibration_md(calib),
                                                    zero_shot_md(groups, records),
                                                    refstore.provenance_md(ref),
                                                    margins_md(margins), distill_md(distill) if distill else "") if x))

@@ -15,7 +15,7 @@ the report and the summary show.
 """
 from __future__ import annotations
 
-__all__ = ["select", "records", "choose", "recommended", "selection_md", "TIE", "MAX_TIE", "budget_miss"]
+__all__ = ["select", "gate", "records", "choose", "recommended", "selection_md", "TIE", "MAX_TIE", "budget_miss"]
 
 TIE = 0.05      # p50s within 5% of the fastest are a tie ...
 MAX_TIE = 0.25  # ... or within its noise band, but never a band wider than this
@@ -74,16 +74,23 @@ def budget_miss(results, budgets) -> str | None:
     return f"nearest miss: {near.name} ({near.why_not_shipped.removeprefix('over budget: ')})"
 
 
-def select(ctx, results) -> None:
-    """Gate each artifact, then ship per (backend, tower) the variant the target's policy picks."""
+def gate(ctx, res) -> list:
+    """Set ``res.thresholds`` (target, backend entry and recipe merged) and, for a verified
+    artifact, ``res.shortfalls`` against them; returns the shortfalls."""
     from ...verify.gate import check_accuracy
     r, t = ctx.plan.recipe, ctx.plan.target
+    th = t.thresholds.merged(ctx.backend_entry(res.planned.backend).thresholds).merged(r.thresholds)
+    res.thresholds = th
+    if res.verified:
+        res.shortfalls = check_accuracy(records(ctx, res), {res.name: th})
+    return res.shortfalls
+
+
+def select(ctx, results) -> None:
+    """Gate each artifact, then ship per (backend, tower) the variant the target's policy picks."""
+    t = ctx.plan.target
     for res in results:
-        entry = ctx.backend_entry(res.planned.backend)
-        th = t.thresholds.merged(entry.thresholds).merged(r.thresholds)
-        res.thresholds = th
-        if res.verified:
-            res.shortfalls = check_accuracy(records(ctx, res), {res.name: th})
+        gate(ctx, res)
     groups: dict[tuple, list] = {}
     for res in results:
         groups.setdefault((res.planned.backend, res.planned.tower), []).append(res)
@@ -112,7 +119,7 @@ def select(ctx, results) -> None:
         best.shipped = True
         for x in ok:
             if x is not best:
-                x.why_not_shipped = f"{best.planned.quant} was chosen ({why})"
+                x.why_not_shipped = f"{best.planned.variant} was chosen ({why})"
     for x in recommended(results, t.select).values():
         x.recommended = True
 
@@ -150,7 +157,7 @@ def records(ctx, res) -> list:
     """The report records (DESIGN.md "Report records") of one artifact result."""
     from ...verify.report import Record, latency_records, metric_records
     base = dict(model=ctx.plan.recipe.name, target=ctx.plan.target.name, backend=res.planned.backend,
-                tower=res.planned.tower, quant=res.planned.quant, runner=res.runner or "none",
+                tower=res.planned.tower, quant=res.planned.variant, runner=res.runner or "none",
                 emulated=res.emulated)
     out = metric_records(base, res.metrics) + latency_records(base, res.latency or {})
     out.append(Record(**base, metric="size_mb", value=res.artifact["size_bytes"] / 1e6))

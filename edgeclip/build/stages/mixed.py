@@ -1,0 +1,144 @@
+"""The mixed-precision stage: rescue quantized variants that miss the accuracy gates.
+
+For every verified int8 variant (``int8-static``, ``int8-dynamic``, ``w8a8``) below the target's
+thresholds, the tower's layers are ranked by sensitivity (``quantize.sensitivity``: each layer
+quantized alone in a torch simulation of the scheme and of the backend's calibration, on the
+build's calibration inputs; cached per model, tower, scheme, range estimator and calibration set) and the variant is rebuilt with the most sensitive
+1, 2, 4, 8 ... layers kept in float (static schemes: from the second attempt on, with the
+residual adds float too), each rebuild exported, verified in its real runtime and gated like any variant, until one passes or fewer than the target's
+``mixed_precision.min_quantized_fraction`` of the quantizable weights would stay quantized.
+Every attempt becomes a candidate for the select stage; the rankings go into the bundle
+(``sensitivity.json``) and the search into the report.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ..._io import stable_hash
+from ..context import stage_model
+from .artifact import artifact, calibration_for, calibration_inputs, quant_method
+from .select import gate
+
+__all__ = ["mixed_precision", "sensitivity", "estimator_for", "mixed_md", "SENSITIVITY_VERSION"]
+
+SENSITIVITY_VERSION = 1  # bump when quantize.sensitivity computes something else
+
+
+def estimator_for(backend: str, method) -> str:
+    """How ``backend`` ranges activations when it calibrates ``method`` (see quantize.sensitivity)."""
+    from ...quantize.sensitivity import BACKEND_ESTIMATORS
+    if backend != "litert" and getattr(method, "observer", None) == "minmax":
+        return "minmax"
+    return BACKEND_ESTIMATORS.get(backend, "minmax")
+
+
+def sensitivity(ctx, model_dir: Path, model_key: str, tower: str, scheme: str, estimator: str) -> dict:
+    """The cached ranking of ``tower``'s layers under ``scheme`` (``sensitivity.json`` of the stage)."""
+    calib = calibration_for(ctx, model_dir)
+    key = stable_hash("sensitivity", SENSITIVITY_VERSION, model_key, tower, scheme, estimator, calib.info["sha256"])
+
+    def run(tmp: Path):
+        import torch
+
+        from ...models import reparameterize
+        from ...quantize.sensitivity import rank_layers, simulate
+        m = stage_model(model_dir)
+        reparameterize(m)  # rank the layers that are exported
+        t = m.tower(tower)
+        inputs = [tuple(torch.from_numpy(a) for a in x) for x in calibration_inputs(m, tower, calib)]
+        ranking = rank_layers(t, inputs, scheme, estimator)
+        ranged = "each input's own range" if scheme == "int8-dynamic" else f"{estimator} ranges of inputs and outputs"
+        (tmp / "sensitivity.json").write_text(json.dumps({
+            "tower": tower, "scheme": scheme, "estimator": estimator, "samples": len(inputs),
+            "calibration": calib.info["sha256"],
+            "method": f"torch simulation: each layer alone with per-channel symmetric int8 weights and {ranged}",
+            "all_layers_cosine": simulate(t, inputs, scheme, estimator=estimator),
+            "layers": [s.to_dict() for s in ranking]}, indent=1))
+
+    ctx.progress.total += 1
+    folder = ctx.timed(f"sensitivity {tower} {scheme} ({estimator})", "sensitivity", key, ctx.cache, run)
+    return json.loads((folder / "sensitivity.json").read_text())
+
+
+def _counts(n: int):
+    k = 1
+    while k < n:
+        yield k
+        k *= 2
+    yield n
+
+
+def _attempts(n: int, static: bool):
+    """``(op types kept float, how many top layers kept float)`` in the order they are tried. Static
+    schemes also quantize the residual stream's adds, which no layer ranking sees (measured on the
+    default ViT student through ExecuTorch: every linear float moved cosine 0.9983 -> 0.9984, the
+    adds float 0.9983 -> 0.9992); from the second attempt on they stay float too."""
+    counts = list(_counts(n))
+    yield (), counts[0]
+    for k in counts if static else counts[1:]:
+        yield (("add",) if static else ()), k
+
+
+def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir: Path, ref_key: str) -> list:
+    """``results`` plus every mixed-precision attempt; ``ctx.mixed`` records each search."""
+    mp = ctx.plan.target.mixed_precision
+    out = list(results)
+    if not mp.search:
+        return out
+    for res in results:
+        p = res.planned
+        method = quant_method(p, ctx.plan.recipe.quantization)
+        int8 = method.weight_bits == 8 and method.activation_bits == 8  # int8-static, int8-dynamic, w8a8
+        if not int8 or p.keep_float or not res.verified or not gate(ctx, res):
+            continue
+        est = estimator_for(p.backend, method)
+        rank = sensitivity(ctx, model_dir, model_key, p.tower, p.quant, est)
+        ctx.sensitivity[res.name] = rank
+        layers = rank["layers"]
+        total = sum(x["params"] for x in layers) or 1
+        search = {"artifact": res.name, "missed": [s.metric for s in res.shortfalls], "attempts": [], "outcome": ""}
+        ctx.mixed.append(search)
+        static = method.needs_calibration
+        for types, k in _attempts(len(layers), static):
+            kept = layers[:k]
+            share = 1 - sum(x["params"] for x in kept) / total
+            if share < mp.min_quantized_fraction:
+                search["outcome"] = (f"gave up: keeping {k} layer{'s' * (k > 1)} float leaves {share:.0%} of the weights quantized, "
+                                     f"below min_quantized_fraction {mp.min_quantized_fraction:g}")
+                break
+            ctx.progress.total += 3  # export, verify, bench of this attempt
+            floats = (*types, *(x["name"] for x in kept))
+            attempt = artifact(ctx, replace(p, keep_float=floats), model_dir, model_key, ref_dir, ref_key)
+            out.append(attempt)
+            missed = gate(ctx, attempt)
+            search["attempts"].append({"artifact": attempt.name, "float_layers": list(floats),
+                                       "quantized_fraction": share, "missed": [s.metric for s in missed]})
+            if not missed:
+                what = " and ".join([*(f"every {t}" for t in types), f"{k} layer{'s' * (k > 1)}"])
+                search["outcome"] = f"passed with {what} float: {attempt.name}"
+                break
+        else:
+            search["outcome"] = search["outcome"] or "every layer float and still below the thresholds"
+    return out
+
+
+def mixed_md(searches: list[dict]) -> str:
+    """The report's section: each search, its attempts, the layers kept float and the outcome."""
+    if not searches:
+        return ""
+    out = ["## Mixed precision", "",
+           "Quantized variants below the thresholds, rebuilt with their most sensitive layers in float "
+           "(ranked in `sensitivity.json` by a torch simulation of the scheme; each attempt verified in its runtime).", "",
+           "| variant | it missed | attempt | kept float | quantized weights | the attempt missed |",
+           "|---|---|---|---|---|---|"]
+    for s in searches:
+        missed = ", ".join(s["missed"])
+        if not s["attempts"]:
+            out.append(f"| {s['artifact']} | {missed} | - | - | - | - |")
+        for a in s["attempts"]:
+            out.append(f"| {s['artifact']} | {missed} | {a['artifact']} | {', '.join(a['float_layers'])} | "
+                       f"{a['quantized_fraction']:.0%} | {', '.join(a['missed']) or 'none: passed'} |")
+        out.append(f"| {s['artifact']} | | outcome: {s['outcome']} | | | |")
+    return "\n".join(out)

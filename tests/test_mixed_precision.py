@@ -1,0 +1,107 @@
+"""The mixed-precision search in a real build: a tiny ViT with a planted weight outlier in its
+output projection (a column that reads an always-zero channel, so fp32 never sees it, while int8's
+per-row scales lose every other weight of the row) misses the android gates in int8-static on
+LiteRT and ExecuTorch; the search ranks ``encoder.proj`` first, keeps it float, and the rebuilt
+artifact passes and ships, named in the manifest and the report. A floor that forbids even one
+float layer gives up, and says so."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from _tiny_configs import build_mini
+
+RECIPE = """
+version: 1
+name: planted
+teacher: "file:{ckpt}"
+seed: 0
+data:
+  eval:
+    - {{source: synthetic, split: heldout, samples: 12, languages: [en]}}
+quantization:
+  calibration_samples: 8
+"""
+
+TARGET = """
+version: 1
+name: planted-{name}
+platform: android
+towers: [image]
+select: smallest
+backends:
+{backends}
+thresholds: {{cosine_mean: 0.98, cosine_min: 0.9, psnr_db: 15.0, top1_agreement: 0.9, r1_agreement: 0.85}}
+mixed_precision: {{min_quantized_fraction: {floor}}}
+bench: {{warmup: 1, runs: 3, rounds: 1, threads: 2}}
+"""
+_LITERT = "  - {backend: litert, quant: {image: [fp32, int8-static]}}"
+_EXECUTORCH = "  - {backend: executorch, quant: {image: [fp32, int8-static]}, options: {partitioners: [xnnpack]}}"
+
+
+def _build(work, recipe, capsys, target):
+    work.mkdir()
+    return build_mini(work, recipe, capsys, target)
+
+
+def _planted(path):
+    from edgeclip.models import build_builtin, save_model
+
+    m = build_builtin("tiny-vit", seed=0)
+    enc = m.image.encoder
+    with torch.no_grad():
+        enc.ln_post.weight[0] = 0.0
+        enc.ln_post.bias[0] = 0.0            # channel 0 of proj's input is exactly 0 ...
+        enc.proj.weight[:, 0] = 50.0 * enc.proj.weight.abs().max()  # ... and its weights huge
+    return save_model(m, path)
+
+
+def test_attempt_order_and_variant_names():
+    from edgeclip.build.plan import PlannedArtifact
+    from edgeclip.build.stages.mixed import _attempts
+
+    assert list(_attempts(5, static=False)) == [((), 1), ((), 2), ((), 4), ((), 5)]
+    assert list(_attempts(3, static=True)) == [((), 1), (("add",), 1), (("add",), 2), (("add",), 3)]
+    p = PlannedArtifact("litert", "image", "int8-static")
+    assert p.variant == "int8-static"
+    assert PlannedArtifact("litert", "image", "int8-static", ("add", "encoder.proj")).variant == "int8-static+add+float1"
+    assert PlannedArtifact("litert", "image", "int8-static", ("a", "b")).variant == "int8-static+float2"
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+def test_search_keeps_the_planted_layer_float_and_ships_int8(tmp_path, capsys):
+    torch.set_num_threads(1)
+    ckpt = _planted(tmp_path / "planted.safetensors")
+    out = _build(tmp_path / "a", RECIPE.format(ckpt=ckpt), capsys,
+                     TARGET.format(name="a", backends=_LITERT + "\n" + _EXECUTORCH, floor=0.5))
+    manifest = json.loads((out / "manifest.json").read_text())
+    shipped = {a["backend"]: a for a in manifest["artifacts"]}
+    for backend in ("litert", "executorch"):
+        a = shipped[backend]
+        assert a["quant"] == "int8-static" and a["float_layers"] == ["encoder.proj"], a
+        assert a["metrics"]["cosine_mean"] >= 0.98 and a["metrics"]["top1_agreement"] >= 0.9
+    report = json.loads((out / "report.json").read_text())
+    searches = {s["artifact"]: s for s in report["mixed_precision"]}
+    for backend in ("litert", "executorch"):
+        s = searches[f"{backend}/image/int8-static"]
+        assert s["missed"] and s["attempts"][0]["float_layers"] == ["encoder.proj"]
+        assert s["outcome"].startswith("passed with 1 layer float")
+    sens = json.loads((out / "sensitivity.json").read_text())
+    assert sens["litert/image/int8-static"]["estimator"] == "moving_average"
+    assert sens["executorch/image/int8-static"]["estimator"] == "histogram"
+    assert all(r["layers"][0]["name"] == "encoder.proj" for r in sens.values())
+    md = (out / "report.md").read_text()
+    assert "## Mixed precision" in md and "| litert/image/int8-static+float1 |" in md  # a Selection row
+    assert "not shipped: below thresholds" in md  # the naive int8 variants lost on accuracy
+
+    # a floor no single float layer fits under: the search gives up, fp32 ships, the report says why
+    out = _build(tmp_path / "b", RECIPE.format(ckpt=ckpt), capsys,
+                     TARGET.format(name="b", backends=_LITERT, floor=0.99))
+    report = json.loads((out / "report.json").read_text())
+    (s,) = report["mixed_precision"]
+    assert s["attempts"] == [] and "below min_quantized_fraction 0.99" in s["outcome"]
+    (a,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert a["quant"] == "fp32" and a["float_layers"] == []
