@@ -23,6 +23,7 @@ __all__ = ["CoreMLBackend", "CoreMLRunner", "mil_op_types", "COMPRESSION_OPS"]
 
 COMPRESSION_OPS = ("constexpr_lut_to_dense", "constexpr_affine_dequantize",
                    "constexpr_blockwise_shift_scale", "quantize", "dequantize")
+_PAL_BITS = {"pal4": 4, "pal6": 6, "pal8": 8}  # an op_name override to one of these sets that layer's bits
 _MIL_TYPES = {"linear": ("linear",), "conv": ("conv",), "matmul": ("matmul",),
               "embedding": ("gather",), "layer_norm": ("layer_norm",), "softmax": ("softmax",),
               "gelu": ("gelu",), "add": ("add",), "mul": ("mul",), "mean": ("reduce_mean",),
@@ -112,7 +113,8 @@ def _path_of(const: str, paths: dict[str, str]) -> str | None:
 def _compress(ml, method, paths: dict[str, str], notes: list[str]):
     import coremltools.optimize.coreml as cto
 
-    if method.key == "int8-weight":
+    weight_only = method.key == "int8-weight"
+    if weight_only:
         op_cfg = cto.OpLinearQuantizerConfig(
             mode="linear_symmetric", dtype="int8", granularity=method.granularity,
             block_size=method.block_size, weight_threshold=method.weight_threshold)
@@ -124,18 +126,27 @@ def _compress(ml, method, paths: dict[str, str], notes: list[str]):
     for t, mode in method.overrides.op_type:
         if mode != method.key:
             type_cfgs.update({m: None for m in _MIL_TYPES.get(t, ())})
-    name_cfgs, unmapped = {}, 0
+    name_cfgs, unmapped, bits = {}, 0, Counter()
     for name, types, kids in _weight_consts(ml._mil_program, 0):
         path = _path_of(name, paths)
         unmapped += path is None
-        if path is not None and method.overrides.resolve(method.key, None, path) != method.key:
+        mode = method.overrides.resolve(method.key, None, path) if path is not None else method.key
+        if mode == method.key:
+            continue
+        if not weight_only and mode in _PAL_BITS:  # per-layer bits: the same LUT kind, more entries
+            name_cfgs[name] = cto.OpPalettizerConfig(
+                nbits=_PAL_BITS[mode], mode=method.mode, granularity=method.granularity,
+                group_size=method.group_size, weight_threshold=method.weight_threshold)
+            bits[mode] += 1
+        else:
             name_cfgs[name] = None
     cfg = cto.OptimizationConfig(global_config=op_cfg, op_type_configs=type_cfgs or None,
                                  op_name_configs=name_cfgs or None)
-    weight_only = method.key == "int8-weight"
     fn = cto.linear_quantize_weights if weight_only else cto.palettize_weights
+    kept = len(name_cfgs) - sum(bits.values())
+    other = "".join(f", {n} at {m}" for m, n in sorted(bits.items()))
     notes.append(f"coremltools.optimize.coreml {'linear_quantize_weights' if weight_only else 'palettize_weights'}"
-                 f" ({method.granularity}); {len(name_cfgs)} weight(s) kept float by overrides")
+                 f" ({method.granularity}); {kept} weight(s) kept float by overrides{other}")
     if unmapped and method.overrides.op_name:
         notes.append(f"{unmapped} weight(s) have no module path (folded by the converter, e.g. conv+BN): "
                      "op_name overrides cannot reach them")

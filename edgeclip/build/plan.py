@@ -26,16 +26,19 @@ class PlannedArtifact:
     backend: str
     tower: str
     quant: str
-    keep_float: tuple[str, ...] = ()  # op types and module paths left in float (the mixed-precision search's)
+    keep_float: tuple[str, ...] = ()  # op types and module paths left out of ``quant`` (the mixed-precision search's)
+    layer_mode: str = "fp32"          # what those module paths get instead: float, or more palettization bits
 
     @property
     def variant(self) -> str:
-        """``quant``, or for a mixed variant the op types and the number of layers kept float:
-        ``int8-static+float3`` (3 layers), ``int8-static+add+float1`` (every add and 1 layer)."""
+        """``quant``, or for a mixed variant the op types and the number of layers kept apart:
+        ``int8-static+float3`` (3 layers float), ``int8-static+add+float1`` (every add and 1 layer),
+        ``pal4+pal8x2`` (2 layers at 8 bits)."""
         from ..quantize.overrides import OP_TYPES
         types = [x for x in self.keep_float if x in OP_TYPES]
         layers = len(self.keep_float) - len(types)
-        return self.quant + "".join(f"+{t}" for t in types) + (f"+float{layers}" if layers else "")
+        what = "float" if self.layer_mode == "fp32" else f"{self.layer_mode}x"
+        return self.quant + "".join(f"+{t}" for t in types) + (f"+{what}{layers}" if layers else "")
 
 
 @dataclass

@@ -5,7 +5,9 @@ Weights are quantized per output channel, symmetric, to [-127, 127] (XNNPACK's, 
 CoreML's int8 weights); a layer's input and output are quantized per tensor, asymmetric, to
 [-128, 127] with the range the backend's calibration would estimate on the calibration inputs
 (``int8-static``, ``w8a8``; ``BACKEND_ESTIMATORS``), or the input alone with its own range
-(``int8-dynamic``, whose outputs stay float). Everything else stays fp32. Each layer's score is the tower's
+(``int8-dynamic``, whose outputs stay float). Palettization (``pal4``/``pal6``/``pal8``) replaces
+a layer's weights by a per-tensor k-means table of 2^bits values, as coremltools does. Everything
+else stays fp32. Each layer's score is the tower's
 output with only that layer quantized against the fp32 output on the calibration inputs: cosine
 (mean over samples) and PSNR. The build's mixed-precision search keeps the worst layers in float;
 the real artifact, verified in its runtime, decides whether that was enough, not this estimate.
@@ -28,7 +30,9 @@ from ..errors import ConfigError
 __all__ = ["LayerSensitivity", "SCHEMES", "ESTIMATORS", "BACKEND_ESTIMATORS", "quantizable_layers", "rank_layers", "simulate"]
 
 # quantization mode -> how its activations are ranged ("static": calibration, "dynamic": per call)
-SCHEMES = {"int8-static": "static", "w8a8": "static", "int8-dynamic": "dynamic"}
+# ("lut": weight-only palettization, CoreML's pal4/pal6/pal8: a per-tensor k-means table of 2^bits values)
+SCHEMES = {"int8-static": "static", "w8a8": "static", "int8-dynamic": "dynamic",
+           "pal4": "lut", "pal6": "lut", "pal8": "lut"}
 # how a backend's static calibration turns observed activations into a range (see _Range)
 ESTIMATORS = ("minmax", "moving_average", "histogram")
 BACKEND_ESTIMATORS = {"litert": "moving_average", "executorch": "histogram", "onnx": "minmax", "coreml": "minmax"}
@@ -56,6 +60,21 @@ def _fake_weight(w: torch.Tensor) -> torch.Tensor:
     scale = flat.abs().amax(1).clamp_min(1e-12) / 127.0
     q = torch.round(flat / scale[:, None]).clamp(-127, 127)
     return (q * scale[:, None]).reshape(w.shape)
+
+
+def _lut_weight(w: torch.Tensor, bits: int, iters: int = 12) -> torch.Tensor:
+    """Per-tensor k-means palettization (CoreML's ``kmeans`` ``per_tensor``): every weight replaced
+    by the nearest of ``2**bits`` centroids, Lloyd iterations from quantile starts."""
+    flat = w.detach().reshape(-1).float()
+    k = min(2 ** bits, flat.numel())
+    centroids = torch.quantile(flat[:: max(1, flat.numel() // 65536)], torch.linspace(0, 1, k))
+    for _ in range(iters):
+        idx = (flat[:, None] - centroids[None]).abs().argmin(1)
+        sums = torch.zeros(k).index_add_(0, idx, flat)
+        counts = torch.zeros(k).index_add_(0, idx, torch.ones_like(flat))
+        centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+    idx = (flat[:, None] - centroids[None]).abs().argmin(1)
+    return centroids[idx].reshape(w.shape).to(w.dtype)
 
 
 def _fake_act(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -114,14 +133,18 @@ def _ranges(tower: nn.Module, layers: list[tuple[str, nn.Module]], inputs, estim
 
 
 @contextmanager
-def _quantized(layers: Iterable[tuple[str, nn.Module]], ranges: dict | None):
+def _quantized(layers: Iterable[tuple[str, nn.Module]], ranges: dict | None, scheme: str = "int8-static"):
     """Within the block, ``layers`` run with fake-quantized weights and inputs, and (static
-    ranges) fake-quantized outputs, as a runtime's int8 op requantizes what it writes."""
+    ranges) fake-quantized outputs, as a runtime's int8 op requantizes what it writes;
+    palettization (``lut``) changes the weights only."""
     saved, handles = [], []
+    lut = SCHEMES[scheme] == "lut"
     try:
         for name, m in layers:
             saved.append((m, m.weight.data))
-            m.weight.data = _fake_weight(m.weight.data)
+            m.weight.data = _lut_weight(m.weight.data, int(scheme[3:])) if lut else _fake_weight(m.weight.data)
+            if lut:
+                continue
             if ranges is None:
                 handles.append(m.register_forward_pre_hook(
                     lambda _m, a: (_fake_act(a[0], float(a[0].min()), float(a[0].max())), *a[1:])))
@@ -170,7 +193,7 @@ def simulate(tower: nn.Module, inputs: Sequence[tuple], scheme: str, layers: Seq
     tower, inputs, all_layers, ranges = _prepare(tower, inputs, scheme, estimator)
     chosen = [(n, m) for n, m in all_layers if layers is None or n in set(layers)]
     ref = _outputs(tower, inputs)
-    with _quantized(chosen, ranges):
+    with _quantized(chosen, ranges, scheme):
         return _score(ref, _outputs(tower, inputs))[0]
 
 
@@ -181,7 +204,7 @@ def rank_layers(tower: nn.Module, inputs: Sequence[tuple], scheme: str,
     ref = _outputs(tower, inputs)
     out = []
     for name, m in layers:
-        with _quantized([(name, m)], ranges):
+        with _quantized([(name, m)], ranges, scheme):
             cos, psnr = _score(ref, _outputs(tower, inputs))
         kind = "linear" if isinstance(m, nn.Linear) else "conv"
         out.append(LayerSensitivity(name, kind, int(m.weight.numel()), cos, psnr))

@@ -114,6 +114,22 @@ def test_op_name_override_keeps_one_layer_uncompressed(tmp_path):
     assert mil_op_types(art.path)["constexpr_lut_to_dense"] >= 4
 
 
+def test_op_name_override_to_more_bits_palettizes_that_layer_finer(tmp_path):
+    """Per-layer bits (the mixed-precision search's ``pal4+pal8xN``): an op_name override to pal8
+    under pal4 gives that layer a 256-entry table, the rest 16; the file sits between the two."""
+    m = make_tower("vit")
+    size = {}
+    for name, key, ov in [("p4", "pal4", None), ("p8", "pal8", None),
+                          ("mixed", "pal4", {"op_name": {"blocks.0.in_proj": "pal8"}})]:
+        art = coreml.export(m, m.example_inputs(), _spec(key, make_method(key, {"weight_threshold": 0}, ov)),
+                            tmp_path / name)
+        size[name] = art.size_bytes
+        if name == "mixed":
+            assert any("1 at pal8" in n for n in art.notes), art.notes
+            assert "blocks.0.in_proj" not in art.not_quantized  # palettized, only finer
+    assert size["p4"] < size["mixed"] < size["p8"], size
+
+
 def test_bad_options_are_config_errors(tmp_path):
     m = make_tower("conv")
     for opts, needle in [({"minimum_deployment_target": "iOS99"}, "iOS99"),

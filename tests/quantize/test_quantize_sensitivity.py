@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from edgeclip.errors import ConfigError
-from edgeclip.quantize.sensitivity import _fake_act, _fake_weight, quantizable_layers, rank_layers, simulate
+from edgeclip.quantize.sensitivity import (
+    _fake_act, _fake_weight, _lut_weight, quantizable_layers, rank_layers, simulate,
+)
 
 
 class Mlp(nn.Module):
@@ -50,6 +52,23 @@ def test_fake_quantization_arithmetic():
     assert _fake_act(torch.tensor([10.0]), -1.0, 3.0).item() == pytest.approx(3.0, abs=4 / 255)  # clipped
 
 
+def test_palettization_uses_its_table_size():
+    torch.manual_seed(0)
+    w = torch.randn(64, 64)
+    for bits in (4, 6, 8):
+        q = _lut_weight(w, bits)
+        assert len(torch.unique(q)) <= 2 ** bits
+    errs = [float(((_lut_weight(w, b) - w) ** 2).mean()) for b in (4, 6, 8)]
+    assert errs[0] > errs[1] > errs[2] > 0  # more bits, less error
+    few = torch.tensor([[0.5, -0.5, 0.5, 2.0]])
+    torch.testing.assert_close(_lut_weight(few, 4), few)  # fewer distinct values than entries: exact
+    # unlike int8's per-row scale, a k-means table spends one entry on b's outlier column and fits
+    # the rest: b is no longer the worst layer
+    ranking = rank_layers(Mlp().eval(), _inputs(), "pal4")
+    assert ranking[0].name != "b" and [s.cosine for s in ranking] == sorted(s.cosine for s in ranking)
+    assert simulate(Mlp().eval(), _inputs(), "pal8") > simulate(Mlp().eval(), _inputs(), "pal4")
+
+
 def test_the_planted_outlier_layer_ranks_first():
     model = Mlp().eval()
     assert [n for n, _ in quantizable_layers(model)] == ["a", "b", "c"]
@@ -60,8 +79,8 @@ def test_the_planted_outlier_layer_ranks_first():
         everything = simulate(model, _inputs(), scheme)
         assert everything <= ranking[0].cosine + 1e-3  # all layers together: no better than the worst alone
         assert simulate(model, _inputs(), scheme, layers=["a", "c"]) > ranking[0].cosine
-    with pytest.raises(ConfigError, match="no simulation of 'pal4'"):
-        rank_layers(model, _inputs(), "pal4")
+    with pytest.raises(ConfigError, match="no simulation of 'int4'"):
+        rank_layers(model, _inputs(), "int4")
     with pytest.raises(ConfigError, match="range estimator"):
         rank_layers(model, _inputs(), "int8-static", estimator="mse")
     with pytest.raises(ConfigError, match="calibration inputs"):

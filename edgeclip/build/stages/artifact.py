@@ -33,13 +33,15 @@ _IO_NAMES = {"image": (("pixels",), ("image_embedding",)), "text": (("input_ids"
 
 def quant_method(p: PlannedArtifact, q):
     """The quantization config of ``p``: the recipe's ``quantization.params`` for its mode, and
-    ``keep_float`` (the recipe's, then the variant's own layers) as fp32 overrides: an op type
-    (``softmax``) by type, anything else by module path."""
+    ``keep_float`` (the recipe's, then the variant's own layers) as overrides: an op type
+    (``softmax``) by type and fp32, anything else by module path and the variant's ``layer_mode``
+    (fp32, or more palettization bits)."""
     from ...quantize.methods import make_method
     from ...quantize.overrides import OP_TYPES, Overrides
-    floats = dict.fromkeys((*q.keep_float, *p.keep_float))
-    ov = Overrides(op_type=tuple((n, "fp32") for n in floats if n in OP_TYPES),
-                   op_name=tuple((n, "fp32") for n in floats if n not in OP_TYPES))
+    names = {n: "fp32" for n in q.keep_float}
+    names.update((n, "fp32" if n in OP_TYPES else p.layer_mode) for n in p.keep_float)
+    ov = Overrides(op_type=tuple((n, m) for n, m in names.items() if n in OP_TYPES),
+                   op_name=tuple((n, m) for n, m in names.items() if n not in OP_TYPES))
     return make_method(p.quant, q.params.get(p.quant), ov if ov else None)
 
 

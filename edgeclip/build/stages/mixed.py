@@ -1,10 +1,11 @@
 """The mixed-precision stage: rescue quantized variants that miss the accuracy gates.
 
-For every verified int8 variant (``int8-static``, ``int8-dynamic``, ``w8a8``) below the target's
+For every verified int8 variant (``int8-static``, ``int8-dynamic``, ``w8a8``) or palettized one
+(``pal4``/``pal6``/``pal8``, CoreML: verified in the MIL interpreter off macOS) below the target's
 thresholds, the tower's layers are ranked by sensitivity (``quantize.sensitivity``: each layer
 quantized alone in a torch simulation of the scheme and of the backend's calibration, on the
 build's calibration inputs; cached per model, tower, scheme, range estimator and calibration set) and the variant is rebuilt with the most sensitive
-1, 2, 4, 8 ... layers kept in float (static schemes: from the second attempt on, with the
+1, 2, 4, 8 ... layers kept in float, or for pal4/pal6 raised to 8 bits (static schemes: from the second attempt on, with the
 residual adds float too), each rebuild exported, verified in its real runtime and gated like any variant, until one passes or fewer than the target's
 ``mixed_precision.min_quantized_fraction`` of the quantizable weights would stay quantized.
 Every attempt becomes a candidate for the select stage; the rankings go into the bundle
@@ -49,17 +50,29 @@ def sensitivity(ctx, model_dir: Path, model_key: str, tower: str, scheme: str, e
         t = m.tower(tower)
         inputs = [tuple(torch.from_numpy(a) for a in x) for x in calibration_inputs(m, tower, calib)]
         ranking = rank_layers(t, inputs, scheme, estimator)
-        ranged = "each input's own range" if scheme == "int8-dynamic" else f"{estimator} ranges of inputs and outputs"
+        ranged = ("each input's own range" if scheme == "int8-dynamic" else f"{estimator} ranges of inputs and outputs")
+        how = (f"a per-tensor k-means table of {2 ** int(scheme[3:])} weights" if scheme.startswith("pal")
+               else f"per-channel symmetric int8 weights and {ranged}")
         (tmp / "sensitivity.json").write_text(json.dumps({
-            "tower": tower, "scheme": scheme, "estimator": estimator, "samples": len(inputs),
+            "tower": tower, "scheme": scheme, "estimator": None if scheme.startswith("pal") else estimator,
+            "samples": len(inputs),
             "calibration": calib.info["sha256"],
-            "method": f"torch simulation: each layer alone with per-channel symmetric int8 weights and {ranged}",
+            "method": f"torch simulation: each layer alone with {how}",
             "all_layers_cosine": simulate(t, inputs, scheme, estimator=estimator),
             "layers": [s.to_dict() for s in ranking]}, indent=1))
 
     ctx.progress.total += 1
-    folder = ctx.timed(f"sensitivity {tower} {scheme} ({estimator})", "sensitivity", key, ctx.cache, run)
+    label = f"sensitivity {tower} {scheme}" + ("" if scheme.startswith("pal") else f" ({estimator})")
+    folder = ctx.timed(label, "sensitivity", key, ctx.cache, run)
     return json.loads((folder / "sensitivity.json").read_text())
+
+
+# palettized variants raise their sensitive layers to 8 bits; pal8 and the int8 modes keep them float
+_RAISE = {"pal4": "pal8", "pal6": "pal8", "pal8": "fp32"}
+
+
+def _as(mode: str) -> str:
+    return "float" if mode == "fp32" else f"at {mode}"
 
 
 def _counts(n: int):
@@ -91,8 +104,9 @@ def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir
         p = res.planned
         method = quant_method(p, ctx.plan.recipe.quantization)
         int8 = method.weight_bits == 8 and method.activation_bits == 8  # int8-static, int8-dynamic, w8a8
-        if not int8 or p.keep_float or not res.verified or not gate(ctx, res):
+        if not (int8 or p.quant in _RAISE) or p.keep_float or not res.verified or not gate(ctx, res):
             continue
+        layer_mode = _RAISE.get(p.quant, "fp32")
         est = estimator_for(p.backend, method)
         rank = sensitivity(ctx, model_dir, model_key, p.tower, p.quant, est)
         ctx.sensitivity[res.name] = rank
@@ -105,19 +119,21 @@ def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir
             kept = layers[:k]
             share = 1 - sum(x["params"] for x in kept) / total
             if share < mp.min_quantized_fraction:
-                search["outcome"] = (f"gave up: keeping {k} layer{'s' * (k > 1)} float leaves {share:.0%} of the weights quantized, "
+                search["outcome"] = (f"gave up: keeping {k} layer{'s' * (k > 1)} {_as(layer_mode)} leaves {share:.0%} of the "
+                                     f"weights at {p.quant}, "
                                      f"below min_quantized_fraction {mp.min_quantized_fraction:g}")
                 break
             ctx.progress.total += 3  # export, verify, bench of this attempt
             floats = (*types, *(x["name"] for x in kept))
-            attempt = artifact(ctx, replace(p, keep_float=floats), model_dir, model_key, ref_dir, ref_key)
+            attempt = artifact(ctx, replace(p, keep_float=floats, layer_mode=layer_mode), model_dir, model_key,
+                               ref_dir, ref_key)
             out.append(attempt)
             missed = gate(ctx, attempt)
-            search["attempts"].append({"artifact": attempt.name, "float_layers": list(floats),
+            search["attempts"].append({"artifact": attempt.name, "float_layers": list(floats), "layer_mode": layer_mode,
                                        "quantized_fraction": share, "missed": [s.metric for s in missed]})
             if not missed:
-                what = " and ".join([*(f"every {t}" for t in types), f"{k} layer{'s' * (k > 1)}"])
-                search["outcome"] = f"passed with {what} float: {attempt.name}"
+                what = " and ".join([*(f"every {t} float" for t in types), f"{k} layer{'s' * (k > 1)} {_as(layer_mode)}"])
+                search["outcome"] = f"passed with {what}: {attempt.name}"
                 break
         else:
             search["outcome"] = search["outcome"] or "every layer float and still below the thresholds"
