@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..._io import stable_hash
+from ...errors import ExportError
 from ..context import stage_model
 from .artifact import artifact, calibration_for, calibration_inputs, quant_method
 from .select import gate
@@ -125,8 +126,12 @@ def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir
                 break
             ctx.progress.total += 3  # export, verify, bench of this attempt
             floats = (*types, *(x["name"] for x in kept))
-            attempt = artifact(ctx, replace(p, keep_float=floats, layer_mode=layer_mode), model_dir, model_key,
-                               ref_dir, ref_key)
+            planned = replace(p, keep_float=floats, layer_mode=layer_mode)
+            try:
+                attempt = artifact(ctx, planned, model_dir, model_key, ref_dir, ref_key)
+            except ExportError as e:  # a combination the backend cannot build ends the search, not the build
+                search["outcome"] = f"stopped: {planned.variant} did not export ({' '.join(str(e).split())[:200]})"
+                break
             out.append(attempt)
             missed = gate(ctx, attempt)
             search["attempts"].append({"artifact": attempt.name, "float_layers": list(floats), "layer_mode": layer_mode,
