@@ -3,24 +3,21 @@ the teacher-only recipe is the default recipe's teacher and pretraining without 
 model's recipe is a valid one, and naive/searched rows are read from a build's report records."""
 from __future__ import annotations
 
-import importlib
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from edgeclip.config import load_recipe
 
-BENCH = Path(__file__).parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def qs():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("quant_search")
-    finally:
-        sys.path.remove(str(BENCH))
+    path = Path(__file__).parents[1] / "benchmarks" / "quant_search.py"
+    spec = importlib.util.spec_from_file_location("quant_search", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # it puts benchmarks/ on sys.path itself, for _machine
+    return module
 
 
 def test_recipes(qs, tmp_path):

@@ -68,6 +68,15 @@ def test_attempt_order_and_variant_names():
     assert p.variant == "int8-static"
     assert PlannedArtifact("litert", "image", "int8-static", ("add", "encoder.proj")).variant == "int8-static+add+float1"
     assert PlannedArtifact("litert", "image", "int8-static", ("a", "b")).variant == "int8-static+float2"
+    # what the backends get: the variant's layers in its layer_mode, op types and the recipe's keep_float in fp32
+    from edgeclip.build.stages.artifact import quant_method
+    from edgeclip.config import QuantizationConfig
+
+    pal = PlannedArtifact("coreml", "image", "pal4", ("encoder.proj",), layer_mode="pal8")
+    assert pal.variant == "pal4+pal8x1"
+    m = quant_method(pal, QuantizationConfig(keep_float=("ln_final", "softmax"), params={"pal4": {"weight_threshold": 0}}))
+    assert dict(m.overrides.op_name) == {"encoder.proj": "pal8", "ln_final": "fp32"}
+    assert dict(m.overrides.op_type) == {"softmax": "fp32"} and m.weight_threshold == 0
 
 
 @pytest.mark.slow

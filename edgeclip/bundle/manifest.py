@@ -144,6 +144,7 @@ def artifact_entry(art: dict, *, file: str, shipped: bool, why_not_shipped: str 
             "not_delegated": art.get("not_delegated", []), "notes": art.get("notes", []),
             "thresholds": thresholds,
             "float_layers": art.get("extra", {}).get("float_layers", []),
+            "layer_quant": art.get("extra", {}).get("layer_quant", {}),
             "in_graph_preprocess": bool(art.get("extra", {}).get("in_graph_preprocess"))}
 
 

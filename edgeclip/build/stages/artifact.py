@@ -16,6 +16,7 @@ import numpy as np
 from ..._io import stable_hash
 from ...errors import ConfigError
 from ..context import ArtifactResult, stage_model
+from ...quantize.overrides import OP_TYPES
 from ..plan import CALIBRATED, PlannedArtifact
 
 __all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "EXPORT_VERSION", "artifact", "calibration_for", "calibration_inputs", "quant_method"]
@@ -37,7 +38,7 @@ def quant_method(p: PlannedArtifact, q):
     (``softmax``) by type and fp32, anything else by module path and the variant's ``layer_mode``
     (fp32, or more palettization bits)."""
     from ...quantize.methods import make_method
-    from ...quantize.overrides import OP_TYPES, Overrides
+    from ...quantize.overrides import Overrides
     names = {n: "fp32" for n in q.keep_float}
     names.update((n, "fp32" if n in OP_TYPES else p.layer_mode) for n in p.keep_float)
     ov = Overrides(op_type=tuple((n, m) for n, m in names.items() if n in OP_TYPES),
@@ -133,7 +134,9 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
         d = art.to_dict()
         d["path"] = Path(art.path).name
         d["extra"]["in_graph_preprocess"] = bool(raw)
-        d["extra"]["float_layers"] = list(p.keep_float)
+        raised = p.layer_mode != "fp32"  # pal4+pal8xN: those layers are palettized finer, not float
+        d["extra"]["float_layers"] = [n for n in p.keep_float if not raised or n in OP_TYPES]
+        d["extra"]["layer_quant"] = {n: p.layer_mode for n in p.keep_float if raised and n not in OP_TYPES}
         (tmp / "artifact.json").write_text(json.dumps(d, indent=2, default=str))
 
     export_dir = ctx.timed(f"export {label}", "export", export_key, ctx.cache, run_export, quiet=True)
