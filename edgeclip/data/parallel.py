@@ -62,6 +62,12 @@ class ParallelCsvLoader(CsvLoader):
                 continue
             yield name, load, caps, meta
 
+    def captions(self) -> Iterator[dict[str, str]]:
+        """``{lang: caption}`` of every usable row of the whole file (all ranks), images not decoded:
+        what a tokenizer trains on."""
+        for _, _, caps, _ in self._samples(0, 1):
+            yield caps
+
     def __iter__(self) -> Iterator[tuple]:
         for image, caps, _ in super().__iter__():
             yield image, caps

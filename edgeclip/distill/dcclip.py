@@ -106,16 +106,16 @@ def _new_student(stage, opts: DcClipOptions, pairs, seed: int):
 
 
 def _caption_texts(pairs, limit: int = 50_000) -> list[str]:
-    """Every language's captions of the first ``limit`` pairs (one pass over a streaming loader)."""
+    """Every language's captions of the first ``limit`` pairs."""
     if hasattr(pairs, "__getitem__"):
         return [c for i in range(min(len(pairs), limit)) for c in pairs[i][1].values()]
     texts = []
-    for n, (_, caps) in enumerate(pairs):
+    for n, caps in enumerate(pairs.captions()):  # every row of the file, images not decoded
         if n == limit:
             break
         texts += caps.values()
     if not texts:
-        raise ConfigError(f"no usable parallel-caption rows to train the tokenizer on ({pairs.stats.summary()})")
+        raise ConfigError(f"{pairs.path} has no row with a caption in every language to train the tokenizer on")
     return texts
 
 
@@ -257,10 +257,8 @@ def train_stage(teacher, init, stage, opts: DcClipOptions, source, seed: int = 0
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     pairs = parallel_pairs(source, (init or teacher).facts.image_size, seed, rank=rank, world_size=world)
     fresh = stage.student is not None
-    # every rank trains the same tokenizer: on all rows, not its shard
-    vocab_pairs = pairs if world == 1 or hasattr(pairs, "__getitem__") else parallel_pairs(
-        source, (init or teacher).facts.image_size, seed)
-    student = _new_student(stage, opts, vocab_pairs, seed) if fresh else init
+    # (a CSV's tokenizer trains on every row of the file, so every rank trains the same one)
+    student = _new_student(stage, opts, pairs, seed) if fresh else init
     collate = _Collate(student, teacher, pairs.langs)
     batches = (StepBatches(pairs, stage.batch_size, seed=seed, collate=collate) if hasattr(pairs, "__getitem__")
                else stream_batches(pairs, collate, max(1, stage.batch_size // world)))

@@ -65,6 +65,8 @@ def test_loader_skips_or_fails_rows_with_an_empty_caption(tmp_path):
     assert loader.stats.skipped == 2 and "empty caption column 'caption_zh'" in loader.stats.bad[0]
     with pytest.raises(InputError, match="bad row .*empty caption column 'caption_zh'"):
         list(ParallelCsvLoader(path, ("en", "zh"), on_bad_image="fail"))
+    # the tokenizer's view: every usable row of the file, whatever the rank
+    assert len(list(ParallelCsvLoader(path, ("en", "zh"), rank=1, world_size=2).captions())) == 3
 
 
 def test_loader_errors_name_the_columns(tmp_path):
