@@ -92,7 +92,7 @@ class BuildContext:
     distill_dirs: list = field(default_factory=list)  # (DistillStage, folder) per distill stage
     yardstick: dict | None = None         # the machine's GEMM peak and bandwidth, from the rounds stage
     calibration: object = None            # build.calibration.Calibration, read when a variant needs it
-    sensitivity: dict = field(default_factory=dict)  # "tower/scheme" -> the mixed-precision stage's ranking
+    sensitivity: dict = field(default_factory=dict)  # searched artifact name -> its layer ranking
     mixed: list = field(default_factory=list)        # the mixed-precision searches, for the report
 
     @classmethod

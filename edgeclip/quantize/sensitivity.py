@@ -7,9 +7,8 @@ CoreML's int8 weights); a layer's input and output are quantized per tensor, asy
 (``int8-static``, ``w8a8``; ``BACKEND_ESTIMATORS``), or the input alone with its own range
 (``int8-dynamic``, whose outputs stay float). Palettization (``pal4``/``pal6``/``pal8``) replaces
 a layer's weights by a per-tensor k-means table of 2^bits values, as coremltools does. Everything
-else stays fp32. Each layer's score is the tower's
-output with only that layer quantized against the fp32 output on the calibration inputs: cosine
-(mean over samples) and PSNR. The build's mixed-precision search keeps the worst layers in float;
+else stays fp32. Each layer's score is the tower's output with only that layer quantized against
+the fp32 output on the calibration inputs: cosine (mean over samples) and PSNR. The build's mixed-precision search keeps the worst layers in float;
 the real artifact, verified in its runtime, decides whether that was enough, not this estimate.
 
     rank_layers(tower, inputs, scheme) -> [LayerSensitivity, ...]   most sensitive first
@@ -68,12 +67,17 @@ def _lut_weight(w: torch.Tensor, bits: int, iters: int = 12) -> torch.Tensor:
     flat = w.detach().reshape(-1).float()
     k = min(2 ** bits, flat.numel())
     centroids = torch.quantile(flat[:: max(1, flat.numel() // 65536)], torch.linspace(0, 1, k))
+
+    def nearest(c):  # 1-D: the midpoints of the sorted centroids bound their cells (no N x k matrix)
+        c = c.sort().values
+        return c, torch.bucketize(flat, (c[1:] + c[:-1]) / 2)
+
     for _ in range(iters):
-        idx = (flat[:, None] - centroids[None]).abs().argmin(1)
+        centroids, idx = nearest(centroids)
         sums = torch.zeros(k).index_add_(0, idx, flat)
         counts = torch.zeros(k).index_add_(0, idx, torch.ones_like(flat))
         centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
-    idx = (flat[:, None] - centroids[None]).abs().argmin(1)
+    centroids, idx = nearest(centroids)
     return centroids[idx].reshape(w.shape).to(w.dtype)
 
 

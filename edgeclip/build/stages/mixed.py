@@ -4,12 +4,13 @@ For every verified int8 variant (``int8-static``, ``int8-dynamic``, ``w8a8``) or
 (``pal4``/``pal6``/``pal8``, CoreML: verified in the MIL interpreter off macOS) below the target's
 thresholds, the tower's layers are ranked by sensitivity (``quantize.sensitivity``: each layer
 quantized alone in a torch simulation of the scheme and of the backend's calibration, on the
-build's calibration inputs; cached per model, tower, scheme, range estimator and calibration set) and the variant is rebuilt with the most sensitive
-1, 2, 4, 8 ... layers kept in float, or for pal4/pal6 raised to 8 bits (static schemes: from the second attempt on, with the
-residual adds float too), each rebuild exported, verified in its real runtime and gated like any variant, until one passes or fewer than the target's
-``mixed_precision.min_quantized_fraction`` of the quantizable weights would stay quantized.
-Every attempt becomes a candidate for the select stage; the rankings go into the bundle
-(``sensitivity.json``) and the search into the report.
+build's calibration inputs; cached per model, tower, scheme, range estimator and calibration set).
+The variant is then rebuilt with its most sensitive 1, 2, 4, 8 ... layers kept in float (pal4 and
+pal6: raised to 8 bits; static schemes: from the second attempt on, with the residual adds float
+too), each rebuild exported, verified in its real runtime and gated like any variant, until one
+passes or fewer than the target's ``mixed_precision.min_quantized_fraction`` of the quantizable
+weights would stay quantized. Every attempt becomes a candidate for the select stage; the
+rankings go into the bundle (``sensitivity.json``) and the search into the report.
 """
 from __future__ import annotations
 
