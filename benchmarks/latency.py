@@ -20,6 +20,13 @@ speed as a fraction of it (``roof %``), then which of issue #5's speed targets t
 Torch eager is a noisy yardstick on a shared machine; the roofline is the steady one.
 ``gemm:TxW`` (default ``gemm:50x768``) times a bare Linear stack at a ViT's shape: the ceiling
 each runtime's GEMM kernels reach there, which small-M GEMMs keep below the large-GEMM peak.
+``convs:ARCH`` (e.g. ``convs:MobileCLIP2-S0``) does the same for a conv tower: its own Conv2d
+layers alone, on the activations the tower computes (``_ceilings.py``).
+
+``--profile`` also runs every artifact through its runtime's own profiler (``edgeclip.verify.profile``:
+ExecuTorch ETDump, ONNX Runtime's profiler; LiteRT's Python API has none, so its op mix): time per
+op type, the share in layout glue (``glue_fraction``) and in conv kernels (``conv_ms``), so a
+tower's conv time can be read against its ``convs:`` ceiling's.
 """
 from __future__ import annotations
 
@@ -32,8 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from _ceilings import ConvStack, GemmStack
 from _machine import PeakProbe, gemm_peak_gflops, machine, memory_bandwidth_gbs
 
+from edgeclip.verify.profile import profile_artifact
 from edgeclip.verify.rounds import time_round_robin
 
 EVAL_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
@@ -42,44 +51,12 @@ EVAL_CAPTIONS = ("a photo of an astronaut", "a cat lying on a couch", "a cup of 
 CALIB_CAPTIONS = ("a diagram of the retina", "a color wheel", "a clock on the wall", "a tissue sample")
 
 
-class GemmStack:
-    """``gemm:TOKENSxWIDTH``: a stack of 6 (W -> 4W -> W) Linear pairs with residuals on
-    [1, TOKENS, W], the MLP GEMMs of a ViT without anything else. Its speed per runtime is the
-    ceiling that runtime's GEMM kernels reach at the tower's shape, the yardstick next to the
-    large-GEMM roofline (small-M GEMMs do not reach the large-GEMM peak)."""
-
-    @staticmethod
-    def build(spec: str):
-        import torch
-        from torch import nn
-
-        tokens, width = (int(v) for v in spec.split(":", 1)[1].lower().split("x"))
-
-        class Stack(nn.Module):
-            input_names = ("x",)  # activations, not pixels
-
-            def __init__(self):
-                super().__init__()
-                self.pairs = nn.ModuleList(nn.Sequential(nn.Linear(width, 4 * width), nn.Linear(4 * width, width))
-                                           for _ in range(6))
-
-            def forward(self, x):
-                for p in self.pairs:
-                    x = x + p(x)
-                return x
-
-        torch.manual_seed(0)
-        rng = np.random.default_rng(0)
-
-        def sample():  # activation-like values (LayerNorm output scale)
-            return (rng.standard_normal((1, tokens, width)).astype(np.float32),)
-        return Stack().eval(), [sample() for _ in range(2)], [sample() for _ in range(4)]
-
-
 def load_tower(name: str, tower: str):
     """Export-ready tower + (eval inputs, calibration inputs) from real photos or captions."""
     if name.startswith("gemm:"):
         return GemmStack.build(name)
+    if name.startswith("convs:"):
+        return ConvStack.build(name, load_tower)
     import skimage.data
 
     from edgeclip.models import load_model, preprocess_images, reparameterize
@@ -157,7 +134,7 @@ def export_all(args, tower, inputs, calibration, work: Path, log):
     return rows
 
 
-def bench_model(args, name: str, probe: PeakProbe, work: Path) -> list[dict]:
+def bench_model(args, name: str, probe: PeakProbe, work: Path, profiles: dict) -> list[dict]:
     def log(msg):
         print(f"[{name}] {msg}", flush=True)
 
@@ -173,7 +150,7 @@ def bench_model(args, name: str, probe: PeakProbe, work: Path) -> list[dict]:
         rows.append(("torch-eager", "fp32", EagerRunner(tower, 1), None, 0.0))
     rows += export_all(args, tower, inputs, calibration, work / name, log)
 
-    records, model_id = [], (name if name.startswith("gemm:") else f"openclip:{name}")
+    records, model_id = [], (name if name.startswith(("gemm:", "convs:")) else f"openclip:{name}")
 
     def rec(backend, quant, runner, metric, value, unit):
         records.append({"model": model_id, "target": args.target, "backend": backend, "tower": args.tower,
@@ -195,6 +172,14 @@ def bench_model(args, name: str, probe: PeakProbe, work: Path) -> list[dict]:
             rec(bname, q, rt, "delegated_fraction", art.delegated_fraction, "fraction")
         if art.extra.get("compute_delegated_fraction") is not None:
             rec(bname, q, rt, "compute_delegated_fraction", art.extra["compute_delegated_fraction"], "fraction")
+        if args.profile:
+            prof = profile_artifact(art, inputs[0], runs=args.profile_runs, threads=args.threads)
+            if prof is not None:
+                profiles[f"{model_id} {bname} {q}"] = prof
+                print_profile(f"{bname} {q}", prof)
+                if prof["timed"]:
+                    rec(bname, q, rt, "glue_fraction", prof["glue_fraction"], "fraction")
+                    rec(bname, q, rt, "conv_ms", conv_ms(prof), "ms")
     lat = [[t for block in r for t in block]  # per runner, every timed call of every round
            for r in time_round_robin([r[2] for r in rows], lambda i: inputs[0], args.warmup, args.runs,
                                      args.rounds, probe)]
@@ -223,6 +208,23 @@ def bench_model(args, name: str, probe: PeakProbe, work: Path) -> list[dict]:
               f" {(art.size_bytes / 1e6 if art else float('nan')):7.1f} {build_s:8.0f}")
     print_targets(records, model_id)
     return records
+
+
+def conv_ms(prof: dict) -> float:
+    """Time a profile spends in convolution kernels (XNNPACK ``Convolution (...)``, ORT ``Conv`` /
+    ``ConvInteger`` / ``QLinearConv`` / ``FusedConv``, portable ``convolution``)."""
+    return float(sum(o.get("ms", 0.0) for o in prof["by_op_type"] if "conv" in o["op"].lower()))
+
+
+def print_profile(label: str, prof: dict) -> None:
+    top = prof["by_op_type"][:4]
+    if prof["timed"]:
+        print(f"  profile {label}: {prof['total_ms']:.1f} ms, ops {prof['ops_ms']:.1f} ms, glue "
+              f"{100 * prof['glue_fraction']:.1f}%, conv {conv_ms(prof):.1f} ms; "
+              + ", ".join(f"{o['op']} {o['ms']:.1f}" for o in top), flush=True)
+    else:
+        print(f"  profile {label} ({prof['source']}): {prof['ops']} ops, {prof['glue_ops']} glue; "
+              + ", ".join(f"{o['op']} x{o['count']}" for o in top), flush=True)
 
 
 def print_targets(records: list[dict], model_id: str) -> list[tuple[str, bool]]:
@@ -272,6 +274,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--compare-rewrite", action="store_true",
                     help="also time an ExecuTorch fp32 artifact lowered without the XNNPACK rewrite")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile every artifact through its runtime's profiler (ExecuTorch ETDump, "
+                         "ONNX Runtime; LiteRT: op mix only): time per op type, glue share, conv time")
+    ap.add_argument("--profile-runs", type=int, default=10, help="profiled calls per artifact")
     ap.add_argument("--target", default="host-cpu")
     ap.add_argument("--out", default="latency.json")
     ap.add_argument("--workdir", default=None, help="where artifacts go (default: a temp dir)")
@@ -287,12 +293,13 @@ def main(argv=None) -> int:
     print(f"large-GEMM fp32 peak at the start: {probe.best:.0f} GFLOP/s on {args.threads} threads "
           f"({', '.join(f'{k} {v:.0f}' for k, v in peaks.items())}); re-measured every round", flush=True)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="edgeclip-bench-"))
-    records = []
+    records, profiles = [], {}
     for name in args.models.split(","):
-        records += bench_model(args, name, probe, work)
+        records += bench_model(args, name, probe, work, profiles)
     info["gemm_peak_gflops"] = probe.best  # the best seen in the run; each model's own is a record
     info["load_avg_end"] = os.getloadavg()
-    report = {"schema": "edgeclip.report/1", "machine": info, "results": records}
+    report = {"schema": "edgeclip.report/1", "machine": info, "results": records,
+              **({"profiles": profiles} if profiles else {})}
     write_json_atomic(Path(args.out), report)
     print(f"\nwrote {len(records)} records to {args.out}")
     return 0

@@ -56,3 +56,38 @@ def test_targets_name_what_is_met_and_what_is_not(latency, capsys):
                    "best int8 with cosine_min >= 0.995": False, "executorch int8-static": False}
     out = capsys.readouterr().out
     assert "executorch int8-static at 0.70x roofline time" in out and "[NOT MET]" in out and "torch-eager" not in out
+
+
+def test_conv_stack_runs_the_towers_own_convs_on_its_activations(latency):
+    """``convs:ARCH``: one input per distinct conv input shape, the tower's activations as
+    inputs, every conv of the tower once, and an output that moves with each conv's weights."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    tower = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 1, 1, groups=8),
+                          nn.Conv2d(8, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, 2, 1)).eval()
+    rng = np.random.default_rng(0)
+    photos = [(rng.standard_normal((1, 3, 16, 16)).astype(np.float32),) for _ in range(2)]
+
+    def load(arch, which):
+        assert (arch, which) == ("tiny", "image")
+        return tower, photos[:1], photos[1:]
+    stack, inputs, calib = latency.ConvStack.build("convs:tiny", load)
+    assert len(stack.convs) == 4 and stack.input_names == ("x0", "x1", "x2")  # 8x8x8 is shared
+    assert [x.shape for x in inputs[0]] == [(1, 3, 16, 16), (1, 8, 8, 8), (1, 16, 8, 8)] and len(calib) == 1
+    with torch.no_grad():
+        h0 = tower[0](torch.from_numpy(photos[0][0]))
+        np.testing.assert_allclose(inputs[0][1], torch.relu(h0).numpy(), rtol=1e-6)  # the tower's own activation
+        out = stack(*(torch.from_numpy(x) for x in inputs[0]))
+        assert out.shape == (1, 8 + 8 + 16 + 16)
+        stack.convs[3].weight.mul_(2)
+        assert not torch.allclose(stack(*(torch.from_numpy(x) for x in inputs[0])), out)
+    assert latency.tower_gflop(stack, inputs[0]) > 0
+
+
+def test_conv_time_is_read_off_a_profile(latency):
+    prof = {"timed": True, "by_op_type": [{"op": "Convolution (NHWC, F32) IGEMM", "ms": 2.0},
+                                          {"op": "ConvInteger", "ms": 1.0}, {"op": "Transpose (ND, X32)", "ms": 0.5}]}
+    assert latency.conv_ms(prof) == 3.0

@@ -66,6 +66,20 @@ def test_tiny_recipe_builds_every_target(tmp_path, target, capsys):
         cos = [r["value"] for r in report["results"] if r["metric"] == "cosine_mean"]
         assert cos and min(cos) > 0.9
         assert all(a["metrics"].get("cosine_mean") for a in shipped)
+        # every timed artifact has a per-op profile from its runtime's own profiler
+        profiles = report["profiles"]
+        assert "## Per-op profiles" in (out / "report.md").read_text()
+        for name, prof in profiles.items():
+            assert "error" not in prof, (name, prof)
+            assert prof["ops"] > 0 and prof["by_op_type"], name
+            if name.startswith(("executorch", "onnx")):
+                assert prof["timed"] and prof["source"] in ("etdump", "ort-profiler"), name
+                assert 0 < prof["ops_ms"] <= prof["total_ms"] * 1.05, (name, prof)
+                assert 0.0 <= prof["glue_fraction"] < 1.0
+            else:  # LiteRT's Python API has no op profiler: the op mix, not times
+                assert prof["source"] == "op-count" and not prof["timed"], name
+        backends = {n.split("/")[0] for n in profiles}
+        assert backends == ({"executorch", "litert"} if target == "android" else {"onnx"}), backends
 
 
 @pytest.mark.slow

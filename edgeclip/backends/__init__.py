@@ -5,6 +5,7 @@ functions), so importing this package is cheap and ``available()`` says what is 
 """
 from __future__ import annotations
 
+from ._common import io_arrays
 from .base import BACKENDS, Artifact, Backend, ExportSpec, Runner, size_bytes
 from .coreml import CoreMLBackend
 from .executorch import ExecuTorchBackend
@@ -14,6 +15,7 @@ from .onnx import OnnxBackend
 __all__ = [
     "BACKENDS", "Artifact", "Backend", "ExportSpec", "Runner", "size_bytes",
     "CoreMLBackend", "ExecuTorchBackend", "LiteRTBackend", "OnnxBackend", "get_backend",
+    "io_arrays",  # runner inputs in an artifact's dtypes: verify.profile feeds runtimes directly
 ]
 
 for _b in (CoreMLBackend(), ExecuTorchBackend(), LiteRTBackend(), OnnxBackend()):

@@ -245,7 +245,10 @@ class LiteRTRunner:
             self._run = self._it.get_signature_runner(SIGNATURE)
         self.load_ms = sw.ms
         sig = self._it.get_signature_list()[SIGNATURE]
-        self.input_names, self.output_names = sig["inputs"], sig["outputs"]
+        # positional inputs follow the artifact's order (the tower's), not the signature's sorted one
+        named = list(artifact.input_names or [])
+        self.input_names = named if sorted(named) == sorted(sig["inputs"]) else sig["inputs"]
+        self.output_names = sig["outputs"]
         self.dtypes = artifact.input_dtypes
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
@@ -316,11 +319,13 @@ class LiteRTBackend:
         sr = it.get_signature_runner(SIGNATURE)
         ins, outs = sr.get_input_details(), sr.get_output_details()
         frac, outside = litert_delegation(it)
+        # the signature sorts its inputs by name (x0, x1, x10, x2 ...): keep the tower's order
+        order = list(in_names) if sorted(in_names) == sorted(sig["inputs"]) else list(sig["inputs"])
         return Artifact(
             path=final, backend=self.name, tower=spec.tower, quant=spec.quant,
-            input_names=list(sig["inputs"]), output_names=list(sig["outputs"]),
-            input_shapes=[ins[n]["shape"].tolist() for n in sig["inputs"]],
-            input_dtypes=[np.dtype(ins[n]["dtype"]).name for n in sig["inputs"]],
+            input_names=order, output_names=list(sig["outputs"]),
+            input_shapes=[ins[n]["shape"].tolist() for n in order],
+            input_dtypes=[np.dtype(ins[n]["dtype"]).name for n in order],
             output_shapes=[outs[n]["shape"].tolist() for n in sig["outputs"]],
             output_dtypes=[np.dtype(outs[n]["dtype"]).name for n in sig["outputs"]],
             delegated_fraction=frac,

@@ -133,6 +133,11 @@ def _export(tower, ex, path: Path, spec: ExportSpec, notes: list[str]) -> dict[s
     return {n.name: p for n in model.graph.node if (p := _module_path(n))}
 
 
+# what quantize_dynamic may turn integer: its registry without Conv. ConvInteger has no fused
+# x86 kernel (per-op profile of MobileCLIP2-S0: 166 of 179 ms in ConvInteger, fp32 15 ms)
+DYNAMIC_OP_TYPES = ["MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization"]
+
+
 def _quantize(src: Path, dst: Path, method, cal, input_names: list[str], paths: dict[str, str],
               notes: list[str]) -> None:
     import onnx
@@ -153,8 +158,13 @@ def _quantize(src: Path, dst: Path, method, cal, input_names: list[str], paths: 
         if method.key == "int8-dynamic":
             rr = True if method.reduce_range is None else method.reduce_range
             quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=method.per_channel,
-                             reduce_range=rr, nodes_to_exclude=exclude, extra_options=extra)
+                             reduce_range=rr, nodes_to_exclude=exclude, extra_options=extra,
+                             op_types_to_quantize=DYNAMIC_OP_TYPES)
             notes.append(f"onnxruntime quantize_dynamic int8 per_channel={method.per_channel} reduce_range={rr}")
+            convs = sum(n.op_type == "Conv" for n in model.graph.node)
+            if convs:
+                notes.append(f"{convs} Conv node(s) kept float: ORT's dynamic ConvInteger ran 12x slower than fp32 "
+                             "on MobileCLIP2-S0 (benchmarks/README.md); int8-static quantizes convs")
         else:
             class Reader(CalibrationDataReader):
                 def __init__(self):

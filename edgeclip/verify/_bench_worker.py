@@ -14,6 +14,7 @@ def main(argv: list[str]) -> int:
     from ..backends import BACKENDS
     from ..backends.base import Artifact
     from .latency import artifact_memory_mb, measure, peak_rss_mb, reset_peak_rss, rss_now_mb
+    from .profile import profile_artifact
 
     artifact = Artifact.from_dict(json.loads(Path(artifact_json).read_text()))
     with np.load(npz) as z:
@@ -32,6 +33,11 @@ def main(argv: list[str]) -> int:
     out = lat.to_dict()
     out.update(runtime_start_ms=runtime_start_ms, runtime_rss_mb=idle_rss,
                memory_mb=artifact_memory_mb(idle_rss, idle_peak, rss_now_mb(), lat.peak_rss_mb))
+    del runner  # the profile loads its own copy, with the runtime's profiler switched on
+    try:
+        out["profile"] = profile_artifact(artifact, inputs, runs=max(int(runs), 3), threads=int(threads))
+    except Exception as e:  # a profiler that fails says so in the report; the timing above stands
+        out["profile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     print(json.dumps(out))
     return 0
 

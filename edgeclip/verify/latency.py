@@ -41,6 +41,7 @@ class Latency:
     runtime_start_ms: float | None = None
     runtime_rss_mb: float | None = None
     memory_mb: float | None = None
+    profile: dict | None = None  # verify.profile: per-op times through the runtime's own profiler
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -25,7 +25,7 @@ METRIC_UNITS = {
     "latency_p50_ms": "ms", "latency_p90_ms": "ms", "latency_p95_ms": "ms", "latency_min_ms": "ms", "load_ms": "ms",
     "latency_spread": "fraction", "latency_p50_roofline": "x",
     "runtime_start_ms": "ms", "memory_mb": "MB", "peak_rss_mb": "MB", "size_mb": "MB", "delegated_fraction": "fraction",
-    "compute_delegated_fraction": "fraction", "gflop": "GFLOP", "build_s": "s", "roofline_ratio": "x",
+    "compute_delegated_fraction": "fraction", "glue_fraction": "fraction", "gflop": "GFLOP", "build_s": "s", "roofline_ratio": "x",
 }
 
 

@@ -136,6 +136,23 @@ def test_onnx_int8_exports_the_patch_embedding_as_matmul(tmp_path, exports):
     assert any(s.startswith("Conv ") for s in pinned.not_quantized), pinned.not_quantized
 
 
+def test_onnx_dynamic_int8_leaves_a_conv_towers_convs_float(exports):
+    """ORT's dynamic ConvInteger is a trap (12x slower than fp32 on MobileCLIP2-S0): int8-dynamic
+    keeps every Conv float, names them as not quantized, and still quantizes the MatMuls."""
+    from _backends_cases import get_case
+
+    art = exports.get("onnx", "conv", "int8-dynamic").artifact
+    ops = _op_types(art.path)
+    assert "ConvInteger" not in ops and "Conv" in ops, ops
+    assert any("kept float" in n and "ConvInteger" in n for n in art.notes), art.notes
+    assert any(s.startswith("Conv ") for s in art.not_quantized), art.not_quantized
+    case = get_case("conv")
+    y = onnx_b.runner(art)(*case.inputs[0])
+    assert float(np.dot(y.ravel(), case.reference[0].ravel())) > 0.99
+    vit = _op_types(exports.get("onnx", "vit", "int8-dynamic").artifact.path)
+    assert "MatMulInteger" in vit or "DynamicQuantizeMatMul" in vit, vit
+
+
 def test_patch_matmul_equals_the_conv_and_leaves_other_convs():
     import torch
     from torch import nn
@@ -173,3 +190,21 @@ def _tflite_ops(path) -> set[str]:
     it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
     return {o["op_name"] for o in it._get_ops_details()}
+
+
+def test_litert_feeds_many_inputs_in_the_artifacts_order(tmp_path):
+    """The signature lists inputs sorted by name (x0, x1, x10, x2 ...); positional inputs must
+    still reach the input of their own name (a model with 11 inputs of different widths)."""
+    import torch
+    from torch import nn
+
+    class Many(nn.Module):
+        def forward(self, *xs):
+            return torch.cat([x * (i + 1) for i, x in enumerate(xs)], 1)
+
+    names = tuple(f"x{i}" for i in range(11))
+    xs = tuple(np.full((1, i + 1), 1.0, np.float32) for i in range(11))
+    art = litert.export(Many().eval(), xs, ExportSpec(tower="image", quant="fp32", name="many", input_names=names),
+                        tmp_path)
+    out = litert.runner(art)(*xs)
+    np.testing.assert_allclose(out, np.concatenate([x * (i + 1) for i, x in enumerate(xs)], 1))

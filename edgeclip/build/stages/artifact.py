@@ -156,7 +156,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     result.runner, result.metrics = v["runner"], v["metrics"]
     result.emulated, result.verified = bool(v.get("emulated")), v["runner"] is not None
 
-    bench_key = stable_hash("bench/3", export_key, t.bench, ctx.versions)  # /3: latency from the rounds stage
+    bench_key = stable_hash("bench/4", export_key, t.bench, ctx.versions)  # /4: with the per-op profile
 
     def run_bench(tmp: Path):
         from ...verify.latency import measure_isolated
@@ -166,7 +166,8 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
         absjson = tmp / "artifact.json"  # with the absolute path the worker loads
         absjson.write_text(json.dumps(art.to_dict(), default=str))
         # load, start-up and memory, alone in a fresh process; the latency that is reported comes
-        # from the rounds stage, so a few calls suffice here (the memory peak of a call is reached at once)
+        # from the rounds stage, so a few calls suffice here (the memory peak of a call is reached at once);
+        # the per-op profile (verify.profile) comes from the same child
         lat = measure_isolated(absjson, _bench_inputs(art, export_dir), t.bench.warmup, min(t.bench.runs, 5),
                                t.bench.threads)
         (tmp / "bench.json").write_text(json.dumps(lat.to_dict()))

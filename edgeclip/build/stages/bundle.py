@@ -15,6 +15,7 @@ from ..._io import copy_atomic, write_text_atomic
 from ...bundle import manifest as bundle_manifest
 from ..context import stage_model
 from .mixed import mixed_md
+from ...verify.profile import profile_md
 from .select import records as result_records, selection_md
 
 __all__ = ["bundle", "TOKENIZER_SAMPLES"]
@@ -88,6 +89,8 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     machine = {**machine_info(), "bench_threads": t.bench.threads,
                **({"yardstick": ctx.yardstick} if ctx.yardstick else {})}
     calib = ctx.calibration.info if ctx.calibration is not None else None
+    profiles = [(f"{res.name}{' (shipped)' if res.shipped else ''}", (res.latency or {}).get("profile"))
+                for res in results]
     sens = out / "sensitivity.json"  # the mixed-precision stage's layer rankings, when it ran
     if ctx.sensitivity:
         write_text_atomic(sens, json.dumps(ctx.sensitivity, indent=1))
@@ -96,11 +99,13 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     write_report(out, records, machine=machine, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
                                       "calibration": calib,
                                       "reference_margins": margins, "zero_shot_groups": groups, "distill": distill,
-                                      "mixed_precision": ctx.mixed},
+                                      "mixed_precision": ctx.mixed,
+                                      "profiles": {label: p for label, p in profiles if p}},
                  extra_md="\n\n".join(x for x in (selection_md(results, t), mixed_md(ctx.mixed), _calibration_md(calib),
                                                    zero_shot_md(groups, records),
                                                    refstore.provenance_md(ref),
-                                                   margins_md(margins), distill_md(distill) if distill else "") if x))
+                                                   margins_md(margins), distill_md(distill) if distill else "",
+                                                   profile_md(profiles)) if x))
     f = m.facts
     manifest = {
         "edgeclip_version": __version__,

@@ -166,4 +166,7 @@ def records(ctx, res) -> list:
     compute = res.artifact.get("extra", {}).get("compute_delegated_fraction")
     if compute is not None:
         out.append(Record(**base, metric="compute_delegated_fraction", value=compute))
+    prof = (res.latency or {}).get("profile") or {}
+    if prof.get("timed"):
+        out.append(Record(**base, metric="glue_fraction", value=prof["glue_fraction"]))
     return out
