@@ -27,10 +27,9 @@ import numpy as np
 __all__ = ["GLUE", "is_glue", "op_type", "profile_artifact", "profile_md", "summarize"]
 
 # names of data-movement ops in the three runtimes' vocabularies (XNNPACK kernels, portable ops,
-# ONNX op types, TFLite builtins)
-GLUE = re.compile(r"transpose|copy|convert|quantize|dequantize|\bcast|dim_order|permute|clone|reorder|"
-                  r"^(DEQUANTIZE|QUANTIZE|TRANSPOSE|CAST)$|^(QuantizeLinear|DequantizeLinear|"
-                  r"DynamicQuantizeLinear|Transpose|Cast)$", re.IGNORECASE)
+# ONNX op types, TFLite builtins), unless the op computes too (ORT's DynamicQuantizeMatMul)
+GLUE = re.compile(r"transpose|copy|convert|quantize|\bcast|dim_order|permute|clone|reorder", re.IGNORECASE)
+COMPUTE = re.compile(r"matmul|gemm|conv(?!ert)|fully.connected", re.IGNORECASE)
 TOP = 5  # op types listed per artifact in the report
 
 
@@ -43,7 +42,7 @@ def op_type(event_name: str) -> str:
 
 
 def is_glue(op: str) -> bool:
-    return bool(GLUE.search(op))
+    return bool(GLUE.search(op)) and not COMPUTE.search(op)
 
 
 def summarize(per_op_ms: dict[str, float], total_ms: float | None, source: str, runs: int,

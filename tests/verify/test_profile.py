@@ -16,7 +16,7 @@ def test_op_types_and_glue_across_the_runtimes_vocabularies():
     glue = ["Transpose (ND, X32)", "_to_dim_order_copy", "Convert (NC, F32, QDU8)", "QuantizeLinear",
             "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "ReorderOutput", "TRANSPOSE", "DEQUANTIZE"]
     compute = ["Convolution (NHWC, F32) IGEMM", "Fully Connected (NC, F32) GEMM", "Conv", "ConvInteger",
-               "MatMulInteger", "CONV_2D", "FULLY_CONNECTED", "Softmax (NC, F32)", "add"]
+               "MatMulInteger", "DynamicQuantizeMatMul", "QLinearConv", "CONV_2D", "FULLY_CONNECTED", "Softmax (NC, F32)", "add"]
     assert [op for op in glue if not is_glue(op)] == []
     assert [op for op in compute if is_glue(op)] == []
 
