@@ -110,6 +110,8 @@ def export_all(args, tower, inputs, calibration, work: Path, log):
     jobs = [(b, q, {}, b) for b in args.backends.split(",") for q in args.quants.split(",")]
     if args.compare_rewrite and "executorch" in args.backends.split(","):
         jobs += [("executorch", "fp32", {"xnnpack_rewrite": False}, "executorch-plain")]
+    if args.compare_mean and "executorch" in args.backends.split(","):  # means as Mean (ND) reductions
+        jobs += [("executorch", q, {"xnnpack_mean": "reduce"}, "executorch-reduce") for q in args.quants.split(",")]
     for bname, q, options, label in jobs:
         b = BACKENDS.get(bname)
         if q not in b.quant_modes:
@@ -117,7 +119,7 @@ def export_all(args, tower, inputs, calibration, work: Path, log):
             continue
         t = time.perf_counter()
         spec = ExportSpec(tower=args.tower, quant=q, calibration=calibration, options=options,
-                          name=f"{args.tower}-{q}{'-plain' if options else ''}",
+                          name=f"{args.tower}-{q}{'-' + label if options else ''}",
                           input_names=getattr(tower, "input_names", None)
                           or (("pixel_values",) if args.tower == "image" else ("input_ids",)))
         try:
@@ -278,6 +280,9 @@ def main(argv=None) -> int:
                     help="also profile every artifact through its runtime's profiler (ExecuTorch ETDump, "
                          "ONNX Runtime; LiteRT: op mix only): time per op type, glue share, conv time")
     ap.add_argument("--profile-runs", type=int, default=10, help="profiled calls per artifact")
+    ap.add_argument("--compare-mean", action="store_true",
+                    help="also time ExecuTorch artifacts whose last-dim means (LayerNorm) are XNNPACK Mean "
+                         "reductions, as before 2026-12-02, instead of 1/C fully-connected kernels")
     ap.add_argument("--target", default="host-cpu")
     ap.add_argument("--out", default="latency.json")
     ap.add_argument("--workdir", default=None, help="where artifacts go (default: a temp dir)")

@@ -276,7 +276,7 @@ class ExecuTorchBackend:
         try:
             # CoreML has layer_norm itself: rewrite only for XNNPACK (option to compare without)
             if parts[0] == "xnnpack" and spec.options.get("xnnpack_rewrite", True):
-                ep = xnnpack_friendly(ep)
+                ep = xnnpack_friendly(ep, mean=spec.options.get("xnnpack_mean", "fc"))
             edge = to_edge_transform_and_lower(ep, partitioner=_make_partitioners(parts, spec))
             stats = delegation_stats(edge)
             buffer = edge.to_executorch().buffer

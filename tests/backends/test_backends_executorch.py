@@ -39,15 +39,45 @@ def test_rewrite_keeps_the_maths(tmp_path):
 
     from edgeclip.backends._xnnpack_rewrite import xnnpack_friendly
 
-    for kind in ("vit", "conv", "text"):
+    for kind, mean in (("vit", "fc"), ("vit", "reduce"), ("conv", "fc"), ("text", "fc"), ("text", "reduce")):
         m = make_tower(kind)
         ex = m.example_inputs()
-        ep = xnnpack_friendly(torch.export.export(m, ex, strict=False))
+        ep = xnnpack_friendly(torch.export.export(m, ex, strict=False), mean=mean)
         names = {str(n.target) for n in ep.graph.nodes}
         assert not {"aten.layer_norm.default", "aten.native_layer_norm.default",
                     "aten.scaled_dot_product_attention.default"} & names
         with torch.no_grad():
             torch.testing.assert_close(ep.module()(*ex), m(*ex), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("quant,fc_kernel", [("fp32", "Fully Connected (NC, F32)"),
+                                             ("int8-static", "Fully Connected (NC, QS8, QC8W)")])
+def test_layer_norm_means_run_as_fc_kernels_without_transposes(tmp_path, quant, fc_kernel):
+    """A LayerNorm's two means as a 1/C Linear: XNNPACK runs them as FC kernels (ETDump), not as
+    Mean (ND) reductions wrapped in NCHW/NHWC transposes; int8 weights stay int8."""
+    import torch
+    from torch import nn
+
+    from edgeclip.verify.profile import profile_artifact
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.LayerNorm(64), nn.Linear(64, 64), nn.LayerNorm(64), nn.Linear(64, 64)).eval()
+    x = np.random.default_rng(0).standard_normal((1, 8, 64)).astype(np.float32)
+    ref = m(torch.from_numpy(x)).detach().numpy()
+    ops, sizes = {}, {}
+    for mean in ("reduce", "fc"):
+        art = et.export(m, (x,), ExportSpec(tower="image", quant=quant, name=f"ln-{mean}", input_names=("x",),
+                                            calibration=[(x,)] * 2, options={"xnnpack_mean": mean}), tmp_path)
+        assert art.extra["compute_delegated_fraction"] == 1.0, art.not_delegated
+        y = et.runner(art)(x)
+        assert float((y * ref).sum() / np.linalg.norm(y) / np.linalg.norm(ref)) > 0.999
+        ops[mean] = {o["op"]: o["count"] for o in profile_artifact(art, (x,), runs=2)["by_op_type"]}
+        sizes[mean] = art.size_bytes
+    assert ops["reduce"].get("Mean (ND) Reduce2") == 4 and ops["reduce"].get("Transpose (ND, X32)", 0) > 0
+    assert "Mean (ND) Reduce2" not in ops["fc"] and "Transpose (ND, X32)" not in ops["fc"], ops["fc"]
+    assert ops["fc"].get("Fully Connected (NC, F32) GEMM", 0) >= 4  # the four 1/C rows
+    assert any(k.startswith(fc_kernel) for k in ops["fc"]), ops["fc"]  # the model's own Linears
+    assert abs(sizes["fc"] - sizes["reduce"]) < 0.05 * sizes["reduce"]
 
 
 def test_coreml_partitioner_lowers_but_cannot_run_here(tmp_path):

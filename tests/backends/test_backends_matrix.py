@@ -92,6 +92,10 @@ def test_quantized_artifact_is_smaller(exports, backend, kind, quant):
     if quant == "8da4w" and "conv" in kind:  # torchao 8da4w only touches Linear layers
         assert q < f and "head" not in art.not_quantized and "stem.0" in art.not_quantized
         return
+    if (backend, quant) == ("onnx", "int8-dynamic") and "conv" in kind:  # convs stay float (no ConvInteger)
+        assert q < f and any(s.startswith("Conv ") for s in art.not_quantized), art.not_quantized
+        assert not any(s.startswith(("Gemm ", "MatMul ")) for s in art.not_quantized), art.not_quantized
+        return
     # a vocab table the backend left float (reported in not_quantized) is excluded
     tower = get_case(kind).tower
     name = _embedding_name(tower)
