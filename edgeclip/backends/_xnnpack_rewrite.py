@@ -11,15 +11,13 @@ an ``expand`` to the shape a tensor already has becomes a view.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 __all__ = ["xnnpack_friendly"]
 
 
-MEAN_AS = {"mode": "fc"}  # set by xnnpack_friendly for the length of one (single-threaded) decomposition
-
-
-def _mean_last(x):
+def _mean_last(x, mean_as: str):
     """Mean over the last dim, keepdim. ``fc``: a Linear with a constant 1/C row, one XNNPACK
     fully-connected kernel. ``reduce``: a rank-4 mean over dims (2, 3), XNNPACK's ``Mean (ND)``
     plus the NCHW/NHWC transposes its channels-last pass puts around every rank-4 tensor.
@@ -29,19 +27,19 @@ def _mean_last(x):
     import torch
 
     lead, c = x.shape[:-1], x.shape[-1]
-    if MEAN_AS["mode"] == "fc":  # constant_prop_pass in xnnpack_friendly makes the row a static weight
+    if mean_as == "fc":  # constant_prop_pass in xnnpack_friendly makes the row a static weight
         return torch.nn.functional.linear(x, torch.full((1, c), 1.0 / c, dtype=x.dtype))
     n = math.prod(lead) if lead else 1
     return x.reshape(n, 1, 1, c).mean(dim=(2, 3), keepdim=True).reshape(*lead, 1)
 
 
-def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True, *, mean_as="fc"):
     import torch
 
     if len(normalized_shape) != 1:  # not a transformer LN: keep the stock decomposition
         return NotImplemented
-    d = x - _mean_last(x)
-    y = d * torch.rsqrt(_mean_last(d * d) + eps)
+    d = x - _mean_last(x, mean_as)
+    y = d * torch.rsqrt(_mean_last(d * d, mean_as) + eps)
     if weight is not None:
         y = y * weight
     if bias is not None:
@@ -49,15 +47,15 @@ def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_ena
     return y
 
 
-def _sum_dim(x, dim, keepdim=False, *, dtype=None):
+def _sum_dim(x, dim, keepdim=False, *, dtype=None, mean_as="fc"):
     dims = [d % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim])]
     if dims != [x.dim() - 1] or dtype is not None or x.dim() < 1 or not x.dtype.is_floating_point:
         return NotImplemented
-    y = _mean_last(x) * x.shape[-1]
+    y = _mean_last(x, mean_as) * x.shape[-1]
     return y if keepdim else y.squeeze(-1)
 
 
-def _mean_dim(x, dim, keepdim=False, *, dtype=None):
+def _mean_dim(x, dim, keepdim=False, *, dtype=None, mean_as="fc"):
     """Means XNNPACK lacks: a rank-4 pool without ``keepdim`` (conv towers' global pooling)
     and a mean over the last dim of any rank (token pooling)."""
     dims = sorted(d % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim]))
@@ -66,19 +64,19 @@ def _mean_dim(x, dim, keepdim=False, *, dtype=None):
     if x.dim() == 4 and dims == [2, 3] and not keepdim:
         return x.mean(dim=(2, 3), keepdim=True).reshape(x.shape[0], x.shape[1])
     if dims == [x.dim() - 1] and x.dim() != 4:
-        y = _mean_last(x)
+        y = _mean_last(x, mean_as)
         return y if keepdim else y.squeeze(-1)
     return NotImplemented
 
 
-def _vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
+def _vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, mean_as="fc"):
     """``F.normalize``'s L2 norm over the last dim without ``pow``/``sum``."""
     import torch
 
     last = dim is not None and [d % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim])] == [x.dim() - 1]
     if ord != 2 or not last or dtype is not None:
         return NotImplemented
-    y = torch.sqrt(_mean_last(x * x) * x.shape[-1])
+    y = torch.sqrt(_mean_last(x * x, mean_as) * x.shape[-1])
     return y if keepdim else y.squeeze(-1)
 
 
@@ -123,15 +121,12 @@ def xnnpack_friendly(ep, mean: str = "fc"):
         from ..errors import ConfigError
         raise ConfigError(f"executorch option xnnpack_mean: {mean!r} is not one of 'fc', 'reduce'")
     aten = torch.ops.aten
-    table = {aten.layer_norm.default: _layer_norm, aten.sum.dim_IntList: _sum_dim,
-             aten.expand.default: _expand, aten.matmul.default: _matmul,
-             aten.mean.dim: _mean_dim, aten.linalg_vector_norm.default: _vector_norm,
+    means = {op: functools.partial(fn, mean_as=mean) for op, fn in (
+        (aten.layer_norm.default, _layer_norm), (aten.sum.dim_IntList, _sum_dim), (aten.mean.dim, _mean_dim),
+        (aten.linalg_vector_norm.default, _vector_norm))}
+    table = {**means, aten.expand.default: _expand, aten.matmul.default: _matmul,
              aten.scaled_dot_product_attention.default: _sdpa}
-    MEAN_AS["mode"] = mean
-    try:
-        ep = ep.run_decompositions(table)
-    finally:
-        MEAN_AS["mode"] = "fc"
+    ep = ep.run_decompositions(table)
     return _fold_constants(ep) if mean == "fc" else ep
 
 

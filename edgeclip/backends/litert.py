@@ -229,6 +229,12 @@ def _float_weight_ops(it, path_of) -> list[str]:
     return out
 
 
+def _in_order(names, signature_inputs) -> list[str]:
+    """Input names in the tower's order: the signature lists them sorted (x0, x1, x10, x2 ...)."""
+    names = list(names or [])
+    return names if sorted(names) == sorted(signature_inputs) else list(signature_inputs)
+
+
 class LiteRTRunner:
     """ai_edge_litert Interpreter over the model's serving signature (XNNPACK by default)."""
 
@@ -245,9 +251,7 @@ class LiteRTRunner:
             self._run = self._it.get_signature_runner(SIGNATURE)
         self.load_ms = sw.ms
         sig = self._it.get_signature_list()[SIGNATURE]
-        # positional inputs follow the artifact's order (the tower's), not the signature's sorted one
-        named = list(artifact.input_names or [])
-        self.input_names = named if sorted(named) == sorted(sig["inputs"]) else sig["inputs"]
+        self.input_names = _in_order(artifact.input_names, sig["inputs"])  # positional = the tower's order
         self.output_names = sig["outputs"]
         self.dtypes = artifact.input_dtypes
 
@@ -319,8 +323,7 @@ class LiteRTBackend:
         sr = it.get_signature_runner(SIGNATURE)
         ins, outs = sr.get_input_details(), sr.get_output_details()
         frac, outside = litert_delegation(it)
-        # the signature sorts its inputs by name (x0, x1, x10, x2 ...): keep the tower's order
-        order = list(in_names) if sorted(in_names) == sorted(sig["inputs"]) else list(sig["inputs"])
+        order = _in_order(in_names, sig["inputs"])
         return Artifact(
             path=final, backend=self.name, tower=spec.tower, quant=spec.quant,
             input_names=order, output_names=list(sig["outputs"]),

@@ -67,6 +67,11 @@ def summarize(per_op_ms: dict[str, float], total_ms: float | None, source: str, 
     return out
 
 
+def _warm_median(values) -> float:
+    """The median over the profiled runs, the first (cold) one left out when there are more."""
+    return float(np.median(values[1:] if len(values) > 1 else values))
+
+
 def _executorch(art, inputs, runs: int) -> dict:
     import torch
     from executorch.devtools import Inspector
@@ -85,14 +90,15 @@ def _executorch(art, inputs, runs: int) -> dict:
     counts: Counter = Counter()
     total = None
     for name, raw in zip(df["event_name"], df["raw"]):
-        ms = float(np.median(raw[1:])) if len(raw) > 1 else float(raw[0])
+        ms = _warm_median(raw)
         if name == "Method::execute":
             total = ms
         elif name in ("DELEGATE_CALL", "Method::init", "Program::load_method") or name.startswith("OPERATOR_CALL"):
             continue
         else:
-            per_op[op_type(name)] += ms
-            counts[op_type(name)] += 1
+            kind = op_type(name)
+            per_op[kind] += ms
+            counts[kind] += 1
     return summarize(dict(per_op), total, "etdump", runs, dict(counts))
 
 
@@ -118,9 +124,9 @@ def _onnx(art, inputs, runs: int, threads: int) -> dict:
     counts: Counter = Counter()
     kinds = {e["name"]: e["args"].get("op_name", "?") for e in nodes}
     for name, durs in per_run.items():
-        per_op[kinds[name]] += float(np.median(durs[1:] if len(durs) > 1 else durs))
+        per_op[kinds[name]] += _warm_median(durs)
         counts[kinds[name]] += 1
-    total = float(np.median(runs_ms[1:])) if len(runs_ms) > 1 else (runs_ms[0] if runs_ms else None)
+    total = _warm_median(runs_ms) if runs_ms else None
     return summarize(dict(per_op), total, "ort-profiler", runs, dict(counts))
 
 
@@ -155,6 +161,9 @@ def profile_md(rows: list[tuple[str, dict]]) -> str:
            "to the microsecond, so a tower whose ops take a few microseconds has a coarse glue share.", "",
            "| artifact | source | total ms | glue | top op types |", "|---|---|---|---|---|"]
     for label, p in rows:
+        if "error" in p:
+            out.append(f"| {label} | failed | - | - | {p['error']} |")
+            continue
         if p["timed"]:
             top = ", ".join(f"{o['op']} {o['ms']:.3g} ms" for o in p["by_op_type"][:TOP])
             glue = f"{100 * p['glue_fraction']:.1f}% ({p['glue_ops']} of {p['ops']} ops)"

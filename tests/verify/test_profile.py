@@ -27,7 +27,8 @@ def test_summary_adds_up():
     assert [o["op"] for o in p["by_op_type"]] == ["Conv", "Transpose"] and p["glue_ops"] == 1 and p["ops"] == 3
     untimed = summarize({}, None, "op-count", 0, {"CONV_2D": 2, "QUANTIZE": 1})
     assert not untimed["timed"] and "glue_fraction" not in untimed and untimed["glue_ops"] == 1
-    assert "(untimed)" in profile_md([("litert image int8-static", untimed), ("x", None)])
+    md = profile_md([("litert image int8-static", untimed), ("x", None), ("onnx image fp32", {"error": "OSError: gone"})])
+    assert "(untimed)" in md and "| onnx image fp32 | failed | - | - | OSError: gone |" in md
 
 
 class Mlp(nn.Module):  # channels stay put: nothing to transpose
@@ -62,7 +63,8 @@ def test_runtime_profiles_find_the_transposes_a_graph_needs(backend, source, tmp
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     flat = _export(backend, Mlp(), rng.standard_normal((1, 16, 64)).astype(np.float32), tmp_path)
-    perm_x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
+    # large enough that each transpose takes microseconds: ETDump rounds XNNPACK kernels to 1 us
+    perm_x = rng.standard_normal((1, 8, 64, 64)).astype(np.float32)
     perm = _export(backend, Permuting(), perm_x, tmp_path)
     p_flat = profile_artifact(flat, (rng.standard_normal((1, 16, 64)).astype(np.float32),), runs=3)
     p_perm = profile_artifact(perm, (perm_x,), runs=3)
