@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+# profiled calls at least: the profile is a median of per-run sums (verify.profile), which needs
+# more runs than the 5 timed ones to be steady on towers whose ops take about a microsecond
+PROFILE_RUNS = 20
+
 
 def main(argv: list[str]) -> int:
     artifact_json, npz, warmup, runs, threads = argv
@@ -35,7 +39,7 @@ def main(argv: list[str]) -> int:
                memory_mb=artifact_memory_mb(idle_rss, idle_peak, rss_now_mb(), lat.peak_rss_mb))
     del runner  # the profile loads its own copy, with the runtime's profiler switched on
     try:
-        out["profile"] = profile_artifact(artifact, inputs, runs=max(int(runs), 3), threads=int(threads))
+        out["profile"] = profile_artifact(artifact, inputs, runs=max(int(runs), PROFILE_RUNS), threads=int(threads))
     except Exception as e:  # a profiler that fails says so in the report; the timing above stands
         out["profile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     print(json.dumps(out))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeclip.verify.profile import is_glue, op_type, profile_artifact, profile_md, summarize
+from edgeclip.verify.profile import is_glue, op_type, per_type_ms, profile_artifact, profile_md, summarize
 
 
 def test_op_types_and_glue_across_the_runtimes_vocabularies():
@@ -29,6 +29,26 @@ def test_summary_adds_up():
     assert not untimed["timed"] and "glue_fraction" not in untimed and untimed["glue_ops"] == 1
     md = profile_md([("litert image int8-static", untimed), ("x", None), ("onnx image fp32", {"error": "OSError: gone"})])
     assert "(untimed)" in md and "| onnx image fp32 | failed | - | - | OSError: gone |" in md
+
+
+def test_per_op_times_survive_a_microsecond_clock():
+    """The profilers tick in whole microseconds. 40 ops of 0.4 us each, read off such a clock
+    at random phases, read 0 us per op in most runs, so per-event medians lose most of them; summed
+    within each run first, the median keeps their real 16 us (and a 5 us op beside them)."""
+    rng = np.random.default_rng(0)
+    runs = 21
+
+    def read(true_us):  # a microsecond clock read before and after, at a random phase; in ms
+        start = rng.uniform(0, 1, runs)
+        return list((np.floor(start + true_us) - np.floor(start)) / 1e3)
+
+    durations = {f"Convert #{i}": read(0.4) for i in range(40)}
+    durations["FC #0"] = read(5.0)
+    per_op, counts = per_type_ms(durations, op_type)
+    assert counts == {"Convert": 40, "FC": 1}
+    assert per_op["Convert"] == pytest.approx(0.016, rel=0.25) and per_op["FC"] == pytest.approx(0.005)
+    per_event_medians = sum(np.median(v[1:]) for k, v in durations.items() if k.startswith("Convert"))
+    assert abs(per_event_medians - 0.016) > 0.4 * 0.016  # what per-event medians made of the same readings
 
 
 class Mlp(nn.Module):  # channels stay put: nothing to transpose

@@ -157,7 +157,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     result.runner, result.metrics = v["runner"], v["metrics"]
     result.emulated, result.verified = bool(v.get("emulated")), v["runner"] is not None
 
-    bench_key = stable_hash("bench/4", export_key, t.bench, ctx.versions)  # /4: with the per-op profile
+    bench_key = stable_hash("bench/5", export_key, t.bench, ctx.versions)  # /5: profiles as medians of per-run sums
 
     def run_bench(tmp: Path):
         from ...verify.latency import measure_isolated
