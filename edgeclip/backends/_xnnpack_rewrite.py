@@ -6,8 +6,9 @@ into another delegate call and runs on a portable (reference-loop) kernel. Both 
 the last dim, lowered as a Linear with a constant 1/C row (one XNNPACK FC kernel) or, with
 ``mean="reduce"``, as XNNPACK's rank-4 ``mean`` over the two inner dims. The maths is the same
 (fp32 throughout); the partitioner then sees one region per tower. A rank-4 attention
-``matmul`` becomes a rank-3 ``bmm`` (the stock decomposition goes through ``expand_copy``), and
-an ``expand`` to the shape a tensor already has becomes a view.
+``matmul`` becomes a rank-3 ``bmm`` (the stock decomposition goes through ``expand_copy``),
+an ``expand`` to the shape a tensor already has becomes a view, and two transposes in a row become
+one.
 """
 from __future__ import annotations
 
@@ -126,8 +127,77 @@ def xnnpack_friendly(ep, mean: str = "fc"):
         (aten.linalg_vector_norm.default, _vector_norm))}
     table = {**means, aten.expand.default: _expand, aten.matmul.default: _matmul,
              aten.scaled_dot_product_attention.default: _sdpa}
-    ep = ep.run_decompositions(table)
+    ep = _fold_permutes(ep.run_decompositions(table))
     return _fold_constants(ep) if mean == "fc" else ep
+
+
+def _permutation(node, aten):
+    """The dim order a ``transpose``/``permute`` node applies, or None for any other node."""
+    if getattr(node, "op", None) != "call_function" or node.target not in (aten.permute.default, aten.transpose.int):
+        return None
+    rank = len(node.meta["val"].shape)
+    if node.target == aten.permute.default:
+        return [d % rank for d in node.args[1]]
+    p = list(range(rank))
+    a, b = node.args[1] % rank, node.args[2] % rank
+    p[a], p[b] = p[b], p[a]
+    return p
+
+
+def _op_name(node) -> str:
+    """``quantize_per_tensor`` for ``quantized_decomposed.quantize_per_tensor.default``."""
+    parts = str(node.target).split(".") if getattr(node, "op", None) == "call_function" else []
+    return parts[-2] if len(parts) > 1 else ""  # "" for python callables (operator.getitem)
+
+
+def _per_tensor_qdq(node):
+    """``node`` is a per-tensor dequantize of a per-tensor quantize, each used once: elementwise,
+    so the pair commutes with a permute. Returns the quantize node, else None."""
+    if _op_name(node) != "dequantize_per_tensor" or len(node.users) != 1:
+        return None
+    q = node.args[0]
+    return q if _op_name(q) == "quantize_per_tensor" and len(q.users) == 1 else None
+
+
+def _fold_permutes(ep):
+    """A transpose of a transpose (attention's ``k.transpose(1, 2)`` then ``.transpose(-1, -2)``)
+    as one permute, also across the per-tensor quantize/dequantize pair static int8 puts between
+    them: XNNPACK runs each permute as its own Transpose kernel, one pass over the data each."""
+    import torch
+
+    aten = torch.ops.aten
+    g = ep.graph_module.graph
+    folded = 0
+    for n in list(g.nodes):
+        outer = _permutation(n, aten)
+        if outer is None:
+            continue
+        mid, q = n.args[0], _per_tensor_qdq(n.args[0])
+        src = q.args[0] if q is not None else mid
+        inner = _permutation(src, aten)
+        if inner is None or len(src.users) != 1:
+            continue
+        order = [inner[i] for i in outer]  # permute(permute(x, p1), p2) == permute(x, p1[p2])
+        if q is not None:  # x -> q -> dq -> permute(order): the pair now sees x's layout
+            q.args = (src.args[0], *q.args[1:])
+            base = mid
+        else:
+            base = src.args[0]
+        if order == sorted(order):
+            n.replace_all_uses_with(base)
+        else:
+            with g.inserting_before(n):
+                new = g.call_function(aten.permute.default, (base, order))
+            new.meta = dict(n.meta)
+            n.replace_all_uses_with(new)
+        g.erase_node(n)
+        g.erase_node(src)
+        folded += 1
+    if not folded:
+        return ep
+    g.lint()
+    ep.graph_module.recompile()
+    return ep.run_decompositions({})  # re-trace: the moved quantize pair's shapes in the metadata
 
 
 def _fold_constants(ep):

@@ -50,6 +50,42 @@ def test_rewrite_keeps_the_maths(tmp_path):
             torch.testing.assert_close(ep.module()(*ex), m(*ex), rtol=1e-5, atol=1e-5)
 
 
+def test_transposes_in_a_row_fold_into_one_permute_also_across_static_int8_pairs():
+    """Attention's ``k.transpose(1, 2).transpose(-1, -2)``: one permute after the rewrite, in fp32
+    and across the quantize/dequantize pair static int8 puts between the two, with the program's
+    output unchanged bit for bit (the pair is per-tensor, so it commutes with the permute)."""
+    import torch
+    from torch import nn
+
+    from edgeclip.backends._xnnpack_rewrite import _fold_permutes
+    from edgeclip.backends.executorch import _pt2e
+
+    class KT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k = nn.Linear(16, 16), nn.Linear(16, 16)
+
+        def forward(self, x):
+            q = self.q(x).reshape(1, 5, 2, 8).transpose(1, 2)
+            k = self.k(x).reshape(1, 5, 2, 8).transpose(1, 2)
+            return torch.softmax(q @ k.transpose(-1, -2), dim=-1)
+
+    def permutes(ep):
+        return [n for n in ep.graph.nodes
+                if n.op == "call_function" and ("transpose" in str(n.target) or "permute" in str(n.target))]
+
+    torch.manual_seed(0)
+    m, x = KT().eval(), torch.randn(1, 5, 16)
+    float_ep = torch.export.export(m, (x,), strict=False)
+    int8_ep, _ = _pt2e(m, (x,), make_method("int8-static"), [(x,)], [])
+    for ep in (float_ep, int8_ep):
+        before = ep.module()(x)
+        n_before = len(permutes(ep))
+        folded = _fold_permutes(ep)
+        assert len(permutes(folded)) == n_before - 1  # q's transpose stays; k's two are one
+        assert torch.equal(folded.module()(x), before)
+
+
 @pytest.mark.parametrize("quant,fc_kernel", [("fp32", "Fully Connected (NC, F32)"),
                                              ("int8-static", "Fully Connected (NC, QS8, QC8W)")])
 def test_layer_norm_means_run_as_fc_kernels_without_transposes(tmp_path, quant, fc_kernel):

@@ -24,8 +24,9 @@ __all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "EXPORT_VERSION", "artifact"
 MIL_INTERPRETER_VERSION = 1  # bump when edgeclip.verify.mil changes what it computes
 # bump when a backend's export writes something else (2: ExecuTorch int8 token tables; 3: the recipe's
 # quantization params and keep_float reach the backends, as the variant's float layers do; 4: ExecuTorch
-# lowers last-dim means as 1/C FC kernels, ONNX dynamic int8 keeps convs float)
-EXPORT_VERSION = 4
+# lowers last-dim means as 1/C FC kernels, ONNX dynamic int8 keeps convs float; 5: ExecuTorch folds
+# transposes in a row into one permute)
+EXPORT_VERSION = 5
 # in-graph preprocessing takes uint8 pixels; coremltools 9 declares no uint8 tensor input (it
 # casts it back to int32 at the boundary), so CoreML artifacts take int32 0..255
 _RAW_DTYPES = {"coreml": "int32"}
