@@ -79,6 +79,25 @@ def test_attempt_order_and_variant_names():
     assert dict(m.overrides.op_type) == {"softmax": "fp32"} and m.weight_threshold == 0
 
 
+def test_pal4_raises_each_layer_to_the_fewest_bits_that_match_the_worst_4bit_layer_left():
+    from edgeclip.build.plan import PlannedArtifact
+    from edgeclip.build.stages.artifact import quant_method
+    from edgeclip.build.stages.mixed import _layer_bits
+    from edgeclip.config import QuantizationConfig
+
+    ranked = [{"name": n, "cosine": c} for n, c in (("a", 0.90), ("b", 0.95), ("c", 0.99), ("d", 0.995))]
+    at6 = {"a": 0.97, "b": 0.995, "c": 0.999, "d": 0.9999}
+    # two layers raised: the bar is c's 0.99 at 4 bits; a at 6 bits (0.97) is worse, so a takes 8 bits
+    assert _layer_bits(ranked[:2], ranked[2:], at6) == {"a": "pal8", "b": "pal6"}
+    assert _layer_bits(ranked[:3], ranked[3:], at6) == {"a": "pal8", "b": "pal6", "c": "pal6"}  # b ties d: enough
+    assert _layer_bits(ranked, [], at6) == {n: "pal8" for n in "abcd"}  # nothing left at 4 bits: 8 for all
+    assert _layer_bits(ranked[:2], ranked[2:], None) == {}  # int8 and pal6/pal8 variants: one mode
+    p = PlannedArtifact("coreml", "image", "pal4", ("a", "b", "c"), layer_mode="pal8", layer_modes=(("c", "pal6"),))
+    assert p.variant == "pal4+pal6x1+pal8x2"
+    m = quant_method(p, QuantizationConfig())
+    assert dict(m.overrides.op_name) == {"a": "pal8", "b": "pal8", "c": "pal6"}
+
+
 @pytest.mark.slow
 @pytest.mark.toolchain
 def test_search_keeps_the_planted_layer_float_and_ships_int8(tmp_path, capsys):

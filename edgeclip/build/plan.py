@@ -7,6 +7,7 @@ minute of training is spent on a build that cannot finish. ``Plan.describe()`` i
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,17 +29,22 @@ class PlannedArtifact:
     quant: str
     keep_float: tuple[str, ...] = ()  # op types and module paths left out of ``quant`` (the mixed-precision search's)
     layer_mode: str = "fp32"          # what those module paths get instead: float, or more palettization bits
+    layer_modes: tuple[tuple[str, str], ...] = ()  # (module path, mode) where a path gets another mode than layer_mode
+
+    def mode_of(self, layer: str) -> str:
+        """The mode the kept-apart module path ``layer`` gets."""
+        return dict(self.layer_modes).get(layer, self.layer_mode)
 
     @property
     def variant(self) -> str:
-        """``quant``, or for a mixed variant the op types and the number of layers kept apart:
-        ``int8-static+float3`` (3 layers float), ``int8-static+add+float1`` (every add and 1 layer),
-        ``pal4+pal8x2`` (2 layers at 8 bits)."""
+        """``quant``, or for a mixed variant the op types and the number of layers kept apart per
+        mode: ``int8-static+float3`` (3 layers float), ``int8-static+add+float1`` (every add and 1
+        layer), ``pal4+pal8x2`` (2 layers at 8 bits), ``pal4+pal6x3+pal8x1``."""
         from ..quantize.overrides import OP_TYPES
         types = [x for x in self.keep_float if x in OP_TYPES]
-        layers = len(self.keep_float) - len(types)
-        what = "float" if self.layer_mode == "fp32" else f"{self.layer_mode}x"
-        return self.quant + "".join(f"+{t}" for t in types) + (f"+{what}{layers}" if layers else "")
+        modes = Counter(self.mode_of(x) for x in self.keep_float if x not in OP_TYPES)
+        return self.quant + "".join(f"+{t}" for t in types) + "".join(
+            f"+{'float' if m == 'fp32' else m + 'x'}{modes[m]}" for m in sorted(modes))
 
 
 @dataclass

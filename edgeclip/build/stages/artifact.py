@@ -38,11 +38,11 @@ def quant_method(p: PlannedArtifact, q):
     """The quantization config of ``p``: the recipe's ``quantization.params`` for its mode, and
     ``keep_float`` (the recipe's, then the variant's own layers) as overrides: an op type
     (``softmax``) by type and fp32, anything else by module path and the variant's ``layer_mode``
-    (fp32, or more palettization bits)."""
+    (fp32, or more palettization bits), or its own in ``layer_modes``."""
     from ...quantize.methods import make_method
     from ...quantize.overrides import Overrides
     names = {n: "fp32" for n in q.keep_float}
-    names.update((n, "fp32" if n in OP_TYPES else p.layer_mode) for n in p.keep_float)
+    names.update((n, "fp32" if n in OP_TYPES else p.mode_of(n)) for n in p.keep_float)
     ov = Overrides(op_type=tuple((n, m) for n, m in names.items() if n in OP_TYPES),
                    op_name=tuple((n, m) for n, m in names.items() if n not in OP_TYPES))
     return make_method(p.quant, q.params.get(p.quant), ov if ov else None)
@@ -136,9 +136,10 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
         d = art.to_dict()
         d["path"] = Path(art.path).name
         d["extra"]["in_graph_preprocess"] = bool(raw)
-        raised = p.layer_mode != "fp32"  # pal4+pal8xN: those layers are palettized finer, not float
-        d["extra"]["float_layers"] = [n for n in p.keep_float if not raised or n in OP_TYPES]
-        d["extra"]["layer_quant"] = {n: p.layer_mode for n in p.keep_float if raised and n not in OP_TYPES}
+        # pal4+pal8xN: those layers are palettized finer, not float
+        d["extra"]["float_layers"] = [n for n in p.keep_float if n in OP_TYPES or p.mode_of(n) == "fp32"]
+        d["extra"]["layer_quant"] = {n: p.mode_of(n) for n in p.keep_float
+                                     if n not in OP_TYPES and p.mode_of(n) != "fp32"}
         (tmp / "artifact.json").write_text(json.dumps(d, indent=2, default=str))
 
     export_dir = ctx.timed(f"export {label}", "export", export_key, ctx.cache, run_export, quiet=True)

@@ -5,9 +5,9 @@ For every verified int8 variant (``int8-static``, ``int8-dynamic``, ``w8a8``) or
 thresholds, the tower's layers are ranked by sensitivity (``quantize.sensitivity``: each layer
 quantized alone in a torch simulation of the scheme and of the backend's calibration, on the
 build's calibration inputs; cached per model, tower, scheme, range estimator and calibration set).
-The variant is then rebuilt with its most sensitive 1, 2, 4, 8 ... layers kept in float (pal4 and
-pal6: raised to 8 bits; static schemes: from the second attempt on, with the residual adds float
-too), each rebuild exported, verified in its real runtime and gated like any variant, until one
+The variant is then rebuilt with its most sensitive 1, 2, 4, 8 ... layers kept in float (pal6:
+raised to 8 bits; pal4: to 6 or 8 bits per layer, by its sensitivity at 6 bits; static schemes:
+from the second attempt on, with the residual adds float too), each rebuild exported, verified in its real runtime and gated like any variant, until one
 passes or fewer than the target's ``mixed_precision.min_quantized_fraction`` of the quantizable
 weights would stay quantized. Every attempt becomes a candidate for the select stage; the
 rankings go into the bundle (``sensitivity.json``) and the search into the report.
@@ -69,8 +69,20 @@ def sensitivity(ctx, model_dir: Path, model_key: str, tower: str, scheme: str, e
     return json.loads((folder / "sensitivity.json").read_text())
 
 
-# palettized variants raise their sensitive layers to 8 bits; pal8 and the int8 modes keep them float
+# palettized variants raise their sensitive layers to 8 bits (pal4: to 6 where that is enough, see
+# _layer_bits); pal8 and the int8 modes keep them float
 _RAISE = {"pal4": "pal8", "pal6": "pal8", "pal8": "fp32"}
+
+
+def _layer_bits(kept: list[dict], left: list[dict], at6: dict[str, float] | None) -> dict[str, str]:
+    """pal4's raised layers, each at 6 bits where, palettized alone at 6 bits, it moves the tower's
+    output no more than the most sensitive layer left at 4 bits does (its simulated cosine at least
+    as high), else at 8. Equal per-layer error for the fewest bits is how Apple's mixed-bit
+    palettization picks bits per layer. Other modes (``at6`` None): no per-layer choice."""
+    if at6 is None:
+        return {}
+    bar = left[0]["cosine"] if left else 1.0
+    return {x["name"]: "pal6" if at6.get(x["name"], -1.0) >= bar else "pal8" for x in kept}
 
 
 def _as(mode: str) -> str:
@@ -113,6 +125,8 @@ def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir
         rank = sensitivity(ctx, model_dir, model_key, p.tower, p.quant, est)
         ctx.sensitivity[res.name] = rank
         layers = rank["layers"]
+        at6 = ({x["name"]: x["cosine"] for x in sensitivity(ctx, model_dir, model_key, p.tower, "pal6", est)["layers"]}
+               if p.quant == "pal4" else None)
         total = sum(x["params"] for x in layers) or 1
         search = {"artifact": res.name, "missed": [s.metric for s in res.shortfalls], "attempts": [], "outcome": ""}
         ctx.mixed.append(search)
@@ -127,7 +141,9 @@ def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir
                 break
             ctx.progress.total += 3  # export, verify, bench of this attempt
             floats = (*types, *(x["name"] for x in kept))
-            planned = replace(p, keep_float=floats, layer_mode=layer_mode)
+            bits = _layer_bits(kept, layers[k:], at6)
+            planned = replace(p, keep_float=floats, layer_mode=layer_mode,
+                              layer_modes=tuple((n, m) for n, m in bits.items() if m != layer_mode))
             try:
                 attempt = artifact(ctx, planned, model_dir, model_key, ref_dir, ref_key)
             except ExportError as e:  # a combination the backend cannot build ends the search, not the build
@@ -136,9 +152,12 @@ def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir
             out.append(attempt)
             missed = gate(ctx, attempt)
             search["attempts"].append({"artifact": attempt.name, "float_layers": list(floats), "layer_mode": layer_mode,
+                                       "layer_modes": {n: planned.mode_of(n) for n in floats if n not in types},
                                        "quantized_fraction": share, "missed": [s.metric for s in missed]})
             if not missed:
-                what = " and ".join([*(f"every {t} float" for t in types), f"{k} layer{'s' * (k > 1)} {_as(layer_mode)}"])
+                modes = sorted({planned.mode_of(x["name"]) for x in kept})
+                what = " and ".join([*(f"every {t} float" for t in types),
+                                     f"{k} layer{'s' * (k > 1)} {' or '.join(_as(m) for m in modes)}"])
                 search["outcome"] = f"passed with {what}: {attempt.name}"
                 break
         else:
@@ -153,14 +172,16 @@ def mixed_md(searches: list[dict]) -> str:
     out = ["## Mixed precision", "",
            "Quantized variants below the thresholds, rebuilt with their most sensitive layers in float "
            "(ranked in `sensitivity.json` by a torch simulation of the scheme; each attempt verified in its runtime).", "",
-           "| variant | it missed | attempt | kept float | quantized weights | the attempt missed |",
+           "| variant | it missed | attempt | kept float (or at more bits) | quantized weights | the attempt missed |",
            "|---|---|---|---|---|---|"]
     for s in searches:
         missed = ", ".join(s["missed"])
         if not s["attempts"]:
             out.append(f"| {s['artifact']} | {missed} | - | - | - | - |")
         for a in s["attempts"]:
-            out.append(f"| {s['artifact']} | {missed} | {a['artifact']} | {', '.join(a['float_layers'])} | "
+            modes = a.get("layer_modes") or {}
+            kept = ", ".join(f"{n} ({modes[n]})" if modes.get(n, "fp32") != "fp32" else n for n in a["float_layers"])
+            out.append(f"| {s['artifact']} | {missed} | {a['artifact']} | {kept} | "
                        f"{a['quantized_fraction']:.0%} | {', '.join(a['missed']) or 'none: passed'} |")
         out.append(f"| {s['artifact']} | | outcome: {s['outcome']} | | | |")
     return "\n".join(out)
