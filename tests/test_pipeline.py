@@ -60,6 +60,11 @@ def test_tiny_recipe_builds_every_target(tmp_path, target, capsys):
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert "report:" in printed and "shipped" in printed
     report = json.loads((out / "report.json").read_text())
+    # every candidate is in report.json's selection (report.png draws their front), shipped as the manifest says
+    sel = report["selection"]
+    assert sorted((c["backend"], c["tower"], c["variant"].split("+")[0]) for c in sel if c["shipped"]) == \
+        sorted((a["backend"], a["tower"], a["quant"]) for a in shipped)
+    assert all(c["why_not_shipped"] for c in sel if not c["shipped"])
     assert report["schema"] == "edgeclip.report/1"
     assert_tokenizer_json_reproduces_vectors(out, manifest)
     if target in ("android", "web"):  # runtimes that run here: accuracy is measured

@@ -165,8 +165,9 @@ def profile_md(rows: list[tuple[str, dict]]) -> str:
     out = ["## Per-op profiles", "",
            "Each artifact through its runtime's own profiler (ExecuTorch ETDump, ONNX Runtime's profiler; "
            "LiteRT's Python API has none, so its row is the graph's op mix). Glue = transposes, copies, "
-           "dim-order and quantize/dequantize/convert ops, casts. ExecuTorch times each XNNPACK kernel "
-           "to the microsecond, so a tower whose ops take a few microseconds has a coarse glue share.", "",
+           "dim-order and quantize/dequantize/convert ops, casts. Both profilers tick in whole microseconds: "
+           "each op type's time is the median over runs of its time summed within a run, which averages "
+           "the rounding out of ops shorter than a tick.", "",
            "| artifact | source | total ms | glue | top op types |", "|---|---|---|---|---|"]
     for label, p in rows:
         if "error" in p:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .._io import atomic_target, write_json_atomic, write_text_atomic
+from .front import plot_front
 
 __all__ = ["SCHEMA", "Record", "METRIC_UNITS", "LATENCY_METRICS", "latency_records", "machine_info", "write_report",
            "read_report", "records_table",
@@ -221,5 +222,8 @@ def write_report(out_dir: Path, records: list[Record], machine: dict | None = No
     write_json_atomic(out_dir / "report.json", obj)
     md = _markdown(records, machine, extra_md)
     write_text_atomic(out_dir / "report.md", md)
-    _plot(records, out_dir / "report.png")
+    if any(c.get("p50_ms") is not None for c in obj.get("selection") or []):
+        plot_front(obj["selection"], out_dir / "report.png")  # a build: its candidates' front
+    else:
+        _plot(records, out_dir / "report.png")
     return obj

@@ -100,3 +100,21 @@ def test_report_files(tmp_path):
     from edgeclip.errors import InputError
     with pytest.raises(InputError, match="not an edgeclip.report/1"):
         read_report(tmp_path / "bad.json")
+
+
+def test_front_keeps_only_passing_candidates_nothing_beats(tmp_path):
+    from edgeclip.verify.front import candidate, pareto_front
+
+    def c(name, size, p50, passed=True, shipped=False):
+        return candidate(name, "litert", "image", name, size, p50, 0.999, 0.95, passed, shipped, False, None)
+    cands = [c("fp32", 4.0, 1.0), c("int8", 1.0, 0.8, shipped=True), c("int8+float1", 1.2, 0.7),
+             c("int8-slow", 1.1, 0.9), c("pal4", 0.5, 0.6, passed=False), c("same-as-int8", 1.0, 0.8),
+             c("untimed", 0.1, None)]
+    front = pareto_front(cands)
+    # fp32 and int8-slow are beaten on both axes, pal4 failed its gates, untimed has no latency;
+    # an exact tie is beaten by neither
+    assert [x["name"] for x in front] == ["int8+float1", "int8", "same-as-int8"]
+    recs = [_rec("fp32", "cosine_mean", 0.9999), _rec("fp32", "latency_p50_ms", 3.2), _rec("fp32", "size_mb", 1.5)]
+    write_report(tmp_path, recs, machine={"cpu": "test", "cores": 2}, extra={"selection": cands})
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert [x["name"] for x in read_report(tmp_path / "report.json")["selection"]] == [x["name"] for x in cands]

@@ -16,7 +16,7 @@ from ...bundle import manifest as bundle_manifest
 from ..context import stage_model
 from .mixed import mixed_md
 from ...verify.profile import profile_md
-from .select import records as result_records, selection_md
+from .select import records as result_records, selection_md, selection_rows
 
 __all__ = ["bundle", "TOKENIZER_SAMPLES"]
 
@@ -99,7 +99,7 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     write_report(out, records, machine=machine, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
                                       "calibration": calib,
                                       "reference_margins": margins, "zero_shot_groups": groups, "distill": distill,
-                                      "mixed_precision": ctx.mixed,
+                                      "mixed_precision": ctx.mixed, "selection": selection_rows(results),
                                       "profiles": {label: p for label, p in profiles if p}},
                  extra_md="\n\n".join(x for x in (selection_md(results, t), mixed_md(ctx.mixed), _calibration_md(calib),
                                                    zero_shot_md(groups, records),

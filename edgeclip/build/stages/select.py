@@ -15,7 +15,8 @@ the report and the summary show.
 """
 from __future__ import annotations
 
-__all__ = ["select", "gate", "records", "choose", "recommended", "selection_md", "TIE", "MAX_TIE", "budget_miss"]
+__all__ = ["select", "gate", "records", "choose", "recommended", "selection_md", "selection_rows", "TIE", "MAX_TIE",
+           "budget_miss"]
 
 TIE = 0.05      # p50s within 5% of the fastest are a tie ...
 MAX_TIE = 0.25  # ... or within its noise band, but never a band wider than this
@@ -139,6 +140,15 @@ def selection_md(results, target) -> str:
                    f"{f'{spread:.0%}' if spread is not None else '-'} | {f'{cos:.5f}' if cos is not None else '-'} | "
                    f"{f'{agr:.3f}' if agr is not None else '-'} | {result} |")
     return "\n".join(out)
+
+
+def selection_rows(results) -> list[dict]:
+    """Every candidate as report.json's ``selection`` rows (and report.png's front)."""
+    from ...verify.front import candidate
+    return [candidate(x.name, x.planned.backend, x.planned.tower, x.planned.variant, _size(x) / 1e6, _p50(x),
+                      x.metrics.get("cosine_mean"), x.metrics.get("top1_agreement"),
+                      (not x.shortfalls) if x.verified else None, x.shipped, x.recommended, x.why_not_shipped)
+            for x in results]
 
 
 def recommended(results, policy: str) -> dict[str, object]:
