@@ -135,7 +135,8 @@ def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir
             kept = layers[:k]
             share = 1 - sum(x["params"] for x in kept) / total
             if share < mp.min_quantized_fraction:
-                search["outcome"] = (f"gave up: keeping {k} layer{'s' * (k > 1)} {_as(layer_mode)} leaves {share:.0%} of the "
+                how = _as(layer_mode) if at6 is None else "at 6 or 8 bits"
+                search["outcome"] = (f"gave up: keeping {k} layer{'s' * (k > 1)} {how} leaves {share:.0%} of the "
                                      f"weights at {p.quant}, "
                                      f"below min_quantized_fraction {mp.min_quantized_fraction:g}")
                 break
