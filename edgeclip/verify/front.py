@@ -4,8 +4,9 @@
 A candidate is one variant the build exported (a scheme, a mixed-precision attempt), with its
 size, host p50, accuracy against the fp32 reference and what the select stage made of it. The
 front of a tower is the candidates that passed its gates and that no other passing candidate
-beats on both size and latency (ties count as beaten only when strictly worse on one): those are
-the only sensible choices, and the shipped ones should be on it.
+beats on both size and latency (a candidate counts as beaten only by one at least as good on both
+and better on one): the sensible choices. Each backend ships its own best, so a shipped artifact
+of the slower backend can sit off the front.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def pareto_front(cands: list[dict]) -> list[dict]:
 
 def plot_front(cands: list[dict], path: Path) -> None:
     """One panel per tower: p50 (x) against size (y), colour = cosine to fp32, circles passed the
-    gates and crosses did not, a ring marks what shipped and a star the recommended one; the
-    line joins the tower's front."""
+    gates, crosses did not and squares could not be verified here; a ring marks what shipped and a
+    star the recommended one; the line joins the tower's front."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -52,7 +53,7 @@ def plot_front(cands: list[dict], path: Path) -> None:
         pts = [c for c in cands if c["tower"] == tower and c["p50_ms"] is not None]
         for c in pts:
             colour = plt.cm.viridis(norm(c["cosine_mean"])) if c["cosine_mean"] is not None else "grey"
-            ax.scatter(c["p50_ms"], c["size_mb"], s=46, color=colour, marker="o" if c["passed"] is not False else "x",
+            ax.scatter(c["p50_ms"], c["size_mb"], s=46, color=colour, marker={True: "o", False: "x"}.get(c["passed"], "s"),
                        zorder=3)
             if c["shipped"]:
                 ax.scatter(c["p50_ms"], c["size_mb"], s=170, facecolors="none", edgecolors="black", zorder=4)
@@ -72,7 +73,8 @@ def plot_front(cands: list[dict], path: Path) -> None:
             axis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
         ax.set_xlabel("latency p50 (ms, host runtime)")
         ax.set_ylabel("size (MB)")
-        ax.set_title(f"{tower}: o passed, x missed the gates; ring shipped, * recommended", fontsize=8)
+        ax.set_title(f"{tower}: o passed, x missed the gates, square unverified; ring shipped, * recommended",
+                     fontsize=8)
         ax.grid(alpha=0.3, which="both")
     sm = plt.cm.ScalarMappable(norm=norm, cmap="viridis")
     fig.colorbar(sm, ax=axes[0].tolist(), label="cosine vs fp32 reference (mean)")

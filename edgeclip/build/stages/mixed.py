@@ -7,9 +7,9 @@ quantized alone in a torch simulation of the scheme and of the backend's calibra
 build's calibration inputs; cached per model, tower, scheme, range estimator and calibration set).
 The variant is then rebuilt with its most sensitive 1, 2, 4, 8 ... layers kept in float (pal6:
 raised to 8 bits; pal4: to 6 or 8 bits per layer, by its sensitivity at 6 bits; static schemes:
-from the second attempt on, with the residual adds float too), each rebuild exported, verified in its real runtime and gated like any variant, until one
-passes or fewer than the target's ``mixed_precision.min_quantized_fraction`` of the quantizable
-weights would stay quantized. Every attempt becomes a candidate for the select stage; the
+from the second attempt on, with the residual adds float too), each rebuild exported, verified in
+its real runtime and gated like any variant, until one passes or fewer than the target's
+``mixed_precision.min_quantized_fraction`` of the quantizable weights would stay quantized. Every attempt becomes a candidate for the select stage; the
 rankings go into the bundle (``sensitivity.json``) and the search into the report.
 """
 from __future__ import annotations
