@@ -12,8 +12,8 @@
 Times per op type are the median over the profiled runs (the first, cold run left out) of that
 op type's time summed within each run. Both profilers tick in whole microseconds, and a tiny
 tower's ops take about as long: a per-event median rounds each one to 0 or 1 us (measured on the
-default student's ExecuTorch int8 image tower, 101 runs: the 38 Converts' medians summed to 4 us
-against 42 us of mean time), while a per-run sum averages the rounding out. ``glue_fraction`` is
+default student's ExecuTorch int8 image tower, 101 runs: the 38 Converts' medians summed to 4 us,
+the median of their per-run sums is 15.5 us), while a per-run sum averages the rounding out. ``glue_fraction`` is
 the share of the timed ops' time spent moving or converting data rather than computing: layout
 transposes and copies, dim-order conversions, quantize / dequantize / convert, casts. That is what
 an export adds around the kernels, and what carries over from this host to a phone.
