@@ -167,7 +167,7 @@ def _fold_permutes(ep):
 
     aten = torch.ops.aten
     g = ep.graph_module.graph
-    folded = 0
+    folded = moved = 0
     for n in list(g.nodes):
         outer = _permutation(n, aten)
         if outer is None:
@@ -180,7 +180,7 @@ def _fold_permutes(ep):
         order = [inner[i] for i in outer]  # permute(permute(x, p1), p2) == permute(x, p1[p2])
         if q is not None:  # x -> q -> dq -> permute(order): the pair now sees x's layout
             q.args = (src.args[0], *q.args[1:])
-            base = mid
+            base, moved = mid, moved + 1
         else:
             base = src.args[0]
         if order == sorted(order):
@@ -197,7 +197,8 @@ def _fold_permutes(ep):
         return ep
     g.lint()
     ep.graph_module.recompile()
-    return ep.run_decompositions({})  # re-trace: the moved quantize pair's shapes in the metadata
+    # a moved quantize pair's metadata still has the permuted shape: re-trace to refresh it
+    return ep.run_decompositions({}) if moved else ep
 
 
 def _fold_constants(ep):

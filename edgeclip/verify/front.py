@@ -53,8 +53,8 @@ def plot_front(cands: list[dict], path: Path) -> None:
         pts = [c for c in cands if c["tower"] == tower and c["p50_ms"] is not None]
         for c in pts:
             colour = plt.cm.viridis(norm(c["cosine_mean"])) if c["cosine_mean"] is not None else "grey"
-            ax.scatter(c["p50_ms"], c["size_mb"], s=46, color=colour, marker={True: "o", False: "x"}.get(c["passed"], "s"),
-                       zorder=3)
+            marker = {True: "o", False: "x"}.get(c["passed"], "s")
+            ax.scatter(c["p50_ms"], c["size_mb"], s=46, color=colour, marker=marker, zorder=3)
             if c["shipped"]:
                 ax.scatter(c["p50_ms"], c["size_mb"], s=170, facecolors="none", edgecolors="black", zorder=4)
             if c["recommended"]:

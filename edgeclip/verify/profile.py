@@ -76,9 +76,9 @@ def _warm_median(values) -> float:
     return float(np.median(values[1:] if len(values) > 1 else values))
 
 
-def per_type_ms(durations: dict[str, list[float]], kind_of) -> tuple[dict[str, float], dict[str, int]]:
-    """Per op type (``kind_of(event name)``): the warm median over runs of its events' summed time
-    in each run, and how many events it has. ``durations``: event name -> its time in each run."""
+def per_type_ms(durations: dict, kind_of) -> tuple[dict[str, float], dict[str, int]]:
+    """Per op type (``kind_of(event)``): the warm median over runs of its events' summed time
+    in each run, and how many events it has. ``durations``: event (name or row) -> its time in each run."""
     n = min((len(v) for v in durations.values()), default=0)
     sums: dict[str, np.ndarray] = {}
     counts: Counter = Counter()
@@ -103,14 +103,15 @@ def _executorch(art, inputs, runs: int) -> dict:
         path = Path(d) / "profile.etdp"
         mod.write_etdump_result_to_file(str(path))
         df = Inspector(etdump_path=str(path)).to_dataframe()
-    durations: dict[str, list[float]] = {}
+    durations: dict[int, list[float]] = {}  # by row: a portable op's name repeats across its instances
+    kinds: dict[int, str] = {}
     total = None
     for i, (name, raw) in enumerate(zip(df["event_name"], df["raw"])):
         if name == "Method::execute":
             total = _warm_median(raw)
         elif not (name in ("DELEGATE_CALL", "Method::init", "Program::load_method") or name.startswith("OPERATOR_CALL")):
-            durations[f"{i}:{name}"] = list(raw)
-    per_op, counts = per_type_ms(durations, lambda key: op_type(key.split(":", 1)[1]))
+            durations[i], kinds[i] = list(raw), op_type(name)
+    per_op, counts = per_type_ms(durations, kinds.__getitem__)
     return summarize(per_op, total, "etdump", runs, counts)
 
 
