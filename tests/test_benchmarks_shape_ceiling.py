@@ -1,0 +1,43 @@
+"""benchmarks/shape_ceiling.py's own logic at toy size (its numbers come from a real run of
+hundreds of steps; nothing here is timed): every classifier trains and scores on the world's
+held-out and train splits, and the grayscale view keeps shape while removing colour."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def sc():
+    path = Path(__file__).parents[1] / "benchmarks" / "shape_ceiling.py"
+    spec = importlib.util.spec_from_file_location("shape_ceiling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", ["vit", "cnn-max-gray"])   # the two code paths: a ViT, a CNN with the gray view
+def test_each_classifier_trains_and_scores_both_splits(sc, variant):
+    row = sc.run(variant, steps=2, n_train=16, n_eval=8, batch=8)
+    assert row["variant"] == variant and row["steps"] == 2 and row["n_eval"] == 8
+    for key in ("heldout_shape", "train_split_shape"):
+        assert 0.0 <= row[key] <= 1.0 and (row[key] * 8) % 1 == 0   # a fraction of 8 images
+    assert row["final_loss"] > 0
+
+
+def test_grayscale_half_turns_about_half_the_images_gray_and_leaves_the_rest(sc):
+    x = torch.rand(200, 3, 4, 4)
+    y = sc.grayscale_half(x, torch.Generator().manual_seed(0))
+    gray = (y[:, 0] == y[:, 1]).all(-1).all(-1) & (y[:, 1] == y[:, 2]).all(-1).all(-1)
+    kept = (y == x).flatten(1).all(1)
+    assert (gray | kept).all() and 70 < int(gray.sum()) < 130
+    luma = 0.299 * x[gray, 0] + 0.587 * x[gray, 1] + 0.114 * x[gray, 2]
+    assert torch.allclose(y[gray, 0], luma, atol=1e-6)
+
+
+def test_unknown_variant_is_a_one_line_error(sc):
+    with pytest.raises(SystemExit, match="unknown variant 'resnet'; known: vit, cnn-avg"):
+        sc.classifier("resnet")
