@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", default="shape-ceiling.json")
     args = ap.parse_args(argv)
+    if args.steps < 1 or args.threads < 1:
+        ap.error(f"--steps and --threads must be >= 1, got {args.steps} and {args.threads}")
     torch.set_num_threads(args.threads)
     rows = []
     for v in args.variants.split(","):
