@@ -25,7 +25,6 @@ compare whatever else the machine is doing. Scene rendering is outside the timed
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -133,12 +132,11 @@ def main(argv=None) -> int:
         r = rows[-1]
         print(f"{v:<13} held-out shape {r['heldout_shape']:6.1%}  train-split {r['train_split_shape']:6.1%}  "
               f"loss {r['final_loss']:.3f}  {r['train_seconds']:.0f} s", flush=True)
-    out = {"machine": machine(args.threads), "steps": args.steps, "batch": 64, "rows": rows}
-    path = Path(args.out)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(path)
-    print(f"wrote {path}")
+    from edgeclip._io import write_json_atomic
+
+    write_json_atomic(Path(args.out), {"machine": machine(args.threads), "steps": args.steps, "batch": 64,
+                                       "rows": rows})
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """benchmarks/shape_ceiling.py's own logic at toy size (its numbers come from a real run of
-hundreds of steps; nothing here is timed): every classifier trains and scores on the world's
-held-out and train splits, and the grayscale view keeps shape while removing colour."""
+hundreds of steps; nothing here is timed): the ViT and the CNN code paths train and score on
+the world's held-out and train splits, and the grayscale view keeps shape while removing colour."""
 from __future__ import annotations
 
 import importlib.util
