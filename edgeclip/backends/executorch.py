@@ -24,6 +24,7 @@ from ._common import (IS_MACOS, Stopwatch, as_tensors, atomic_path, calibration_
                       node_op_type, one_line, pinned_by_overrides, probe, require, resolve_method,
                       unquantized_modules)
 from ._executorch_embedding import load_quantized_kernels, quantize_embeddings
+from ._executorch_runtime import import_runtime
 from ._xnnpack_rewrite import xnnpack_friendly
 from .base import Artifact, ExportSpec
 
@@ -189,6 +190,7 @@ def _set_threadpool(threads: int) -> None:
     """Size XNNPACK's process-global thread pool. Resizing it while a loaded method holds the
     old pool crashes the process (measured: 1 -> 2 threads segfaults on the next execute),
     so a different count is refused while any runner of this process is alive."""
+    import_runtime()  # portable_lib without the exporter, when nothing loaded it yet
     try:
         from executorch.extension.pybindings.portable_lib import (
             _threadpool_get_thread_count, _unsafe_reset_threadpool)
@@ -211,8 +213,7 @@ class ExecuTorchRunner:
     emulated = False
 
     def __init__(self, artifact: Artifact, threads: int = 2):
-        from executorch.runtime import Runtime
-
+        Runtime = import_runtime().Runtime
         _set_threadpool(int(threads))
         self.threads, self.path = threads, Path(artifact.path)
         self.dtypes = artifact.input_dtypes
@@ -308,7 +309,7 @@ class ExecuTorchBackend:
             return (f"{artifact.path.name} delegates ops to CoreML, which runs only on macOS/iOS; "
                     "ExecuTorch here cannot execute it (export with partitioners=['xnnpack'] to run it here)")
         try:
-            __import__("executorch.runtime")
+            import_runtime()
         except Exception as e:
             return missing("executorch.runtime", "executorch", e)
         return None
@@ -323,10 +324,8 @@ class ExecuTorchBackend:
     def start_runtime(self) -> None:
         import importlib
 
-        from executorch.runtime import Runtime
-
+        runtime = import_runtime()  # what a phone loads: the runtime, not the exporter
         importlib.import_module("torch")  # the runner hands torch tensors to the method
         load_quantized_kernels()
-
-        Runtime.get()
+        runtime.Runtime.get()
 

@@ -1,4 +1,8 @@
-"""Child process of ``measure_isolated``: start the runtime, load one artifact, time it, print JSON."""
+"""Child process of ``measure_isolated``: start the runtime, load one artifact, time it, print JSON.
+
+The per-op profile is not taken here but in the rounds child (``_rounds_worker``), which loads
+every artifact of a build anyway: ExecuTorch's profile reader (``executorch.devtools``) imports the
+whole exporter, 8 s per child on a 2-core VM, which the runtime itself does not need."""
 from __future__ import annotations
 
 import json
@@ -8,17 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-# profiled calls at least: the profile is a median of per-run sums (verify.profile), which needs
-# more runs than the 5 timed ones to be steady on towers whose ops take about a microsecond
-PROFILE_RUNS = 20
-
 
 def main(argv: list[str]) -> int:
     artifact_json, npz, warmup, runs, threads = argv
     from ..backends import BACKENDS
     from ..backends.base import Artifact
     from .latency import artifact_memory_mb, measure, peak_rss_mb, reset_peak_rss, rss_now_mb
-    from .profile import profile_artifact
 
     artifact = Artifact.from_dict(json.loads(Path(artifact_json).read_text()))
     with np.load(npz) as z:
@@ -37,11 +36,6 @@ def main(argv: list[str]) -> int:
     out = lat.to_dict()
     out.update(runtime_start_ms=runtime_start_ms, runtime_rss_mb=idle_rss,
                memory_mb=artifact_memory_mb(idle_rss, idle_peak, rss_now_mb(), lat.peak_rss_mb))
-    del runner  # the profile loads its own copy, with the runtime's profiler switched on
-    try:
-        out["profile"] = profile_artifact(artifact, inputs, runs=max(int(runs), PROFILE_RUNS), threads=int(threads))
-    except Exception as e:  # a profiler that fails says so in the report; the timing above stands
-        out["profile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     print(json.dumps(out))
     return 0
 

@@ -1,5 +1,6 @@
 """Child process of ``rounds.time_in_rounds``: load every artifact, measure the machine's
-yardstick, time all of them in interleaved rounds, print JSON."""
+yardstick, time all of them in interleaved rounds, then (``profile``) take each one's per-op
+profile through its runtime's own profiler; print JSON."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,23 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+# profiled calls at least: the profile is a median of per-run sums (verify.profile), which needs
+# many runs to be steady on towers whose ops take about a microsecond
+PROFILE_RUNS = 20
+
+
+def _profiles(arts, inputs, runs: int, threads: int) -> list[dict]:
+    """After the timing, so the profilers' imports (ExecuTorch's pulls in its exporter) and
+    extra loads touch no timed call."""
+    from .profile import profile_artifact
+    out = []
+    for a, x in zip(arts, inputs):
+        try:
+            out.append(profile_artifact(a, x, runs=max(runs, PROFILE_RUNS), threads=threads))
+        except Exception as e:  # a profiler that fails says so in the report; the timing stands
+            out.append({"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -35,7 +53,10 @@ def main(argv: list[str]) -> int:
                              int(job["rounds"]), probe, min_block_ms=float(job.get("min_block_ms", 0.0)))
     yardstick = {"gemm_peak_gflops": probe.best, "gemm_peak_by_round": probe.history,
                  "memory_bandwidth_gbs": bandwidth, "threads": threads, "library": "numpy"}
-    print(json.dumps({"yardstick": yardstick, "times_ms": times}))
+    out = {"yardstick": yardstick, "times_ms": times}
+    if job.get("profile"):
+        out["profiles"] = _profiles(arts, inputs, int(job["runs"]), threads)
+    print(json.dumps(out))
     return 0
 
 

@@ -41,7 +41,7 @@ class Latency:
     runtime_start_ms: float | None = None
     runtime_rss_mb: float | None = None
     memory_mb: float | None = None
-    profile: dict | None = None  # verify.profile: per-op times through the runtime's own profiler
+    profile: dict | None = None  # verify.profile: per-op times through the runtime's own profiler (the rounds stage adds it)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -79,12 +79,14 @@ def round_stats(per_round: list[list[float]]) -> dict:
 
 
 def time_in_rounds(artifacts: list[dict], inputs: list[tuple[np.ndarray, ...]], warmup: int, runs: int,
-                   rounds: int, threads: int, min_block_ms: float = MIN_BLOCK_MS, timeout_s: float = 900) -> dict:
+                   rounds: int, threads: int, min_block_ms: float = MIN_BLOCK_MS, timeout_s: float = 900,
+                   profile: bool = False) -> dict:
     """Time ``artifacts`` (``Artifact.to_dict()`` with absolute paths) in one child process.
-    Returns ``{"yardstick": {...}, "timings": [round_stats, ...]}`` in the order given."""
+    Returns ``{"yardstick": {...}, "timings": [round_stats, ...]}`` in the order given, and with
+    ``profile`` each artifact's per-op profile (``verify.profile``) under ``"profiles"``."""
     with tempfile.TemporaryDirectory() as d:
         job = {"artifacts": artifacts, "inputs": [], "warmup": warmup, "runs": runs, "rounds": rounds,
-               "threads": threads, "min_block_ms": min_block_ms}
+               "threads": threads, "min_block_ms": min_block_ms, "profile": profile}
         for i, xs in enumerate(inputs):
             p = Path(d) / f"inputs-{i}.npz"
             np.savez(p, *xs)

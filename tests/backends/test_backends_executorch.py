@@ -208,3 +208,47 @@ def test_int8_text_tower_quantizes_its_token_table(tmp_path, exports):
     kept = et.export(case.tower, case.example, spec, tmp_path)
     assert kept.size_bytes > 0.8 * fp32.artifact.size_bytes and kept.not_quantized
     assert not any("token table" in n for n in kept.notes)
+
+
+_LIGHT_CHILD = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import torch
+from edgeclip.backends import BACKENDS, ExportSpec
+from edgeclip.backends.base import Artifact
+et = BACKENDS.get("executorch")
+et.start_runtime()
+print("exporter loaded:", sorted(m for m in sys.modules if m.startswith("executorch.exir.")))
+art = Artifact.from_dict(json.loads(Path(sys.argv[1]).read_text()))
+np.save(sys.argv[2], et.runner(art, threads=2)(np.load(sys.argv[3])))
+# the exporter still imports whole afterwards, and exports and runs in this process
+from executorch.exir import to_edge_transform_and_lower  # noqa: F401
+lin = torch.nn.Linear(4, 3).eval()
+x = np.ones((1, 4), np.float32)
+small = et.export(lin, (x,), ExportSpec(tower="image", name="lin"), Path(sys.argv[4]))
+print("exported max diff", float(np.abs(et.runner(small, threads=2)(x) - lin(torch.from_numpy(x)).detach().numpy()).max()))
+"""
+
+
+@pytest.mark.skipif(not HAVE_MODELS, reason="builtin models unavailable")
+def test_runtime_starts_without_the_exporter_and_the_exporter_still_loads_after(tmp_path, exports):
+    """A process that only runs .pte files (the bench children) loads the runtime, not the
+    exporter package (8 s of imports here), runs an int8 text artifact (embedding_byte) exactly as
+    a process with the exporter does, and can still import the exporter and export afterwards."""
+    import json
+    import subprocess
+    import sys
+
+    from _backends_cases import get_case
+
+    res = exports.get("executorch", "builtin-vit-text", "int8-dynamic")
+    (tmp_path / "art.json").write_text(json.dumps(res.artifact.to_dict(), default=str))
+    ids = get_case("builtin-vit-text").inputs[0][0]
+    np.save(tmp_path / "ids.npy", ids)
+    p = subprocess.run([sys.executable, "-c", _LIGHT_CHILD, str(tmp_path / "art.json"), str(tmp_path / "out.npy"),
+                        str(tmp_path / "ids.npy"), str(tmp_path / "lin")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    assert "exporter loaded: ['executorch.exir._warnings']" in p.stdout, p.stdout
+    assert np.array_equal(np.load(tmp_path / "out.npy"), res.runner(ids))
+    assert float(p.stdout.rsplit("exported max diff", 1)[1]) < 1e-5

@@ -159,7 +159,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     result.runner, result.metrics = v["runner"], v["metrics"]
     result.emulated, result.verified = bool(v.get("emulated")), v["runner"] is not None
 
-    bench_key = stable_hash("bench/5", export_key, t.bench, ctx.versions)  # /5: profiles as medians of per-run sums
+    bench_key = stable_hash("bench/6", export_key, t.bench, ctx.versions)  # /6: the profile moved to the rounds stage
 
     def run_bench(tmp: Path):
         from ...verify.latency import measure_isolated
@@ -169,8 +169,8 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
         absjson = tmp / "artifact.json"  # with the absolute path the worker loads
         absjson.write_text(json.dumps(art.to_dict(), default=str))
         # load, start-up and memory, alone in a fresh process; the latency that is reported comes
-        # from the rounds stage, so a few calls suffice here (the memory peak of a call is reached at once);
-        # the per-op profile (verify.profile) comes from the same child
+        # from the rounds stage, so a few calls suffice here (the memory peak of a call is reached at
+        # once); so does the per-op profile (verify.profile)
         lat = measure_isolated(absjson, _bench_inputs(art, export_dir), t.bench.warmup, min(t.bench.runs, 5),
                                t.bench.threads)
         (tmp / "bench.json").write_text(json.dumps(lat.to_dict()))

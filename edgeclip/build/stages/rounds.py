@@ -2,7 +2,8 @@
 yardstick (``verify.rounds``).
 
 Its p50/p90/min replace the isolated bench's (which keeps load time and memory), and it adds the
-run's noise band (``spread``) and the latency against the machine: ``roofline_ms`` (the tower's
+run's noise band (``spread``), each artifact's per-op profile (``verify.profile``, taken in the
+same child after the timing) and the latency against the machine: ``roofline_ms`` (the tower's
 FLOPs at the measured GEMM peak) and ``p50_roofline`` (p50 / roofline_ms). The yardstick goes into
 the report's machine description, where ``edgeclip bench --baseline`` reads it. Lives in the
 target's own cache, keyed by every timed artifact's bench key: one changed artifact re-times all,
@@ -34,21 +35,21 @@ def rounds(ctx, results, model_dir: Path) -> dict | None:
     timed = [r for r in results if r.latency]
     if not timed:
         return None
-    key = stable_hash("rounds/2", [r.bench_key for r in timed], t.bench, MIN_BLOCK_MS, PROBE_SETTLE_S, ctx.versions)
+    key = stable_hash("rounds/3", [r.bench_key for r in timed], t.bench, MIN_BLOCK_MS, PROBE_SETTLE_S, ctx.versions)
 
     def run(tmp: Path):
         arts = [_load_artifact(r.artifact_dir) for r in timed]
         out = time_in_rounds([a.to_dict() for a in arts], [_bench_inputs(a, r.artifact_dir) for a, r in zip(arts, timed)],
-                             t.bench.warmup, t.bench.runs, t.bench.rounds, t.bench.threads)
+                             t.bench.warmup, t.bench.runs, t.bench.rounds, t.bench.threads, profile=True)
         (tmp / "rounds.json").write_text(json.dumps(out))
 
     folder = ctx.timed(f"time {len(timed)} artifacts in {t.bench.rounds} rounds", "rounds", key, ctx.local, run)
     data = json.loads((folder / "rounds.json").read_text())
     facts = stage_model(model_dir).facts
     peak = data["yardstick"]["gemm_peak_gflops"]
-    for r, timing in zip(timed, data["timings"]):
+    for r, timing, prof in zip(timed, data["timings"], data["profiles"]):
         gflop = _gflop(facts, r.planned.tower)
         roof = gflop / peak * 1e3 if gflop and peak else None
-        r.latency = {**r.latency, **timing, "gflop": gflop, "roofline_ms": roof,
+        r.latency = {**r.latency, **timing, "profile": prof, "gflop": gflop, "roofline_ms": roof,
                      "p50_roofline": timing["p50_ms"] / roof if roof else None}
     return data["yardstick"]
