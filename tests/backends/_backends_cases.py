@@ -3,11 +3,14 @@
 Kept out of conftest.py: several test folders have a conftest, so ``from conftest import``
 would pick whichever was imported first.
 
-Every (backend, tower kind, quant) export happens once per session; the tests that need it
-share the artifact and its measured cosine against torch eager.
+Every (backend, tower kind, quant) export happens once per session, also across pytest-xdist
+workers (test_backends_matrix.py and test_backends_executorch.py need the same ExecuTorch exports,
+20-60 s each, and loadfile puts them on either worker); the tests that need it share the artifact
+and its measured cosine against torch eager.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -125,12 +128,31 @@ class Result:
 
 
 class ExportCache:
-    """(backend, kind, quant, options) -> Result, exported and measured once per session."""
+    """(backend, kind, quant, options) -> Result, exported and measured once per session.
 
-    def __init__(self, root):
-        self.root = root
+    ``shared``: a folder every worker of this session sees; an export is made there once, under
+    a file lock, and the other workers load its ``artifact.json``. Runners and cosines stay
+    per process."""
+
+    def __init__(self, root, shared=None):
+        self.root, self.shared = root, shared
         self._done: dict = {}
         self.numbers: list[dict] = []
+
+    def _export(self, b, case, spec, key):
+        if self.shared is None:
+            return b.export(case.tower, case.example, spec, self.root / key[0] / str(len(self._done)))
+        from filelock import FileLock
+
+        from edgeclip.backends.base import Artifact
+        folder = self.shared / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+        with FileLock(str(folder) + ".lock"):
+            desc = folder / "artifact.json"
+            if desc.exists():
+                return Artifact.from_dict(json.loads(desc.read_text()))
+            art = b.export(case.tower, case.example, spec, folder / "out")
+            desc.write_text(json.dumps(art.to_dict(), default=str))
+            return art
 
     def get(self, backend: str, kind: str, quant: str, **options) -> Result:
         from edgeclip.backends import BACKENDS, ExportSpec
@@ -144,8 +166,7 @@ class ExportCache:
                           input_names=("input_ids",) if case.tower_name == "text" else ("pixel_values",),
                           metadata={"author": "edgeclip tests", "license": "Apache-2.0",
                                     "preprocessing": json.dumps({"size": 32})})
-        out = self.root / backend / f"{len(self._done)}"
-        art = b.export(case.tower, case.example, spec, out)
+        art = self._export(b, case, spec, key)
         runner = b.runner(art, threads=2)
         cos = cosines([runner(*s) for s in case.inputs], case.reference) if runner else None
         res = Result(art, runner, cos)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from _tiny_configs import MINI_TARGET
+from _tiny_configs import MINI_TIMED
 
 REPO = Path(__file__).resolve().parents[2]
 # a finished stage folder is <stage>-<16 hex>; it only exists under that name with .complete inside
 STAGE_DIR = re.compile(r"^(teacher|distill|reference|export|verify|bench)-[0-9a-f]{16}$")
 # the MINI target with a short benchmark: one ONNX fp32 artifact per tower
-MINI_FAST = MINI_TARGET + "bench: {warmup: 1, runs: 3, threads: 1}\n"
+MINI_FAST = MINI_TIMED + "bench: {warmup: 1, runs: 3, threads: 1}\n"
 MINI_IMAGE = MINI_FAST.replace("towers: [image, text]", "towers: [image]")
 
 

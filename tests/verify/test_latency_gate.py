@@ -15,7 +15,7 @@ from edgeclip.verify.compare import compare_reports
 from edgeclip.verify.machine import machine_differences
 from edgeclip.verify.rounds import median_timing, round_stats, time_round_robin
 
-from _tiny_configs import build_mini
+from _tiny_configs import MINI_TIMED, build_mini
 
 EPYC = {"cpu": "AMD EPYC", "cores": 2, "machine": "x86_64", "bench_threads": 2, "torch": "2.14.1",
         "executorch": "1.5.1", "ai-edge-litert": "2.3.0", "onnxruntime": "1.32.0", "coremltools": "9.0",
@@ -157,7 +157,8 @@ def test_two_builds_gate_each_other(tmp_path, capsys):
     from edgeclip.models import build_builtin, save_model
 
     (tmp_path / "fast").mkdir(), (tmp_path / "slow").mkdir()
-    fast = build_mini(tmp_path / "fast", _recipe("builtin:tiny-vit"), capsys)  # one ONNX fp32 artifact per tower
+    # one ONNX fp32 artifact per tower, timed with the default bench: the gates read its noise band
+    fast = build_mini(tmp_path / "fast", _recipe("builtin:tiny-vit"), capsys, MINI_TIMED)
     report = json.loads((fast / "report.json").read_text())
     assert report["machine"]["yardstick"]["gemm_peak_gflops"] > 0
     assert report["machine"]["bench_threads"] == 2
@@ -176,7 +177,7 @@ def test_two_builds_gate_each_other(tmp_path, capsys):
 
     # a slower variant under the same recipe name (a ~40x larger image tower) fails, named in a table
     big = save_model(build_builtin("tiny-vit", **_BIG), tmp_path / "big")
-    slow = build_mini(tmp_path / "slow", _recipe(f"file:{big}"), capsys)
+    slow = build_mini(tmp_path / "slow", _recipe(f"file:{big}"), capsys, MINI_TIMED)
     assert main(["bench", str(slow), "--baseline", str(fast / "report.json"), "--summary", str(summary)]) == 1
     out = capsys.readouterr().out
     gate = out.split("regression(s) against")[1]
