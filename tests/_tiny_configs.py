@@ -1,7 +1,7 @@
 """Small config files shared by the end-to-end tests."""
 
 # one ONNX fp32 artifact per tower: the cheapest target that still builds end to end; timed with
-# the default bench (5 rounds, each re-measuring the GEMM yardstick: 6.3 s a build here) ...
+# the default bench (5 rounds, each re-measuring the GEMM yardstick and letting it settle) ...
 MINI_TIMED = """
 version: 1
 name: mini
@@ -11,7 +11,7 @@ backends:
   - backend: onnx
     quant: [fp32]
 """
-# ... or, for the tests that read no latency's noise band, in 2 short rounds (2.5 s)
+# ... or, for the tests that read no latency's noise band, in 2 short rounds
 MINI_TARGET = MINI_TIMED + "bench: {warmup: 1, runs: 6, rounds: 2, threads: 2}\n"
 
 
