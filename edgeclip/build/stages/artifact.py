@@ -168,9 +168,9 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
             return
         absjson = tmp / "artifact.json"  # with the absolute path the worker loads
         absjson.write_text(json.dumps(art.to_dict(), default=str))
-        # load, start-up and memory, alone in a fresh process; the latency that is reported comes
-        # from the rounds stage, so a few calls suffice here (the memory peak of a call is reached at
-        # once); so does the per-op profile (verify.profile)
+        # load, start-up and memory, alone in a fresh process; the reported latency and the per-op
+        # profile (verify.profile) come from the rounds stage, so a few calls suffice here (the
+        # memory peak of a call is reached at once)
         lat = measure_isolated(absjson, _bench_inputs(art, export_dir), t.bench.warmup, min(t.bench.runs, 5),
                                t.bench.threads)
         (tmp / "bench.json").write_text(json.dumps(lat.to_dict()))
