@@ -190,8 +190,7 @@ def _set_threadpool(threads: int) -> None:
     """Size XNNPACK's process-global thread pool. Resizing it while a loaded method holds the
     old pool crashes the process (measured: 1 -> 2 threads segfaults on the next execute),
     so a different count is refused while any runner of this process is alive."""
-    import_runtime()  # portable_lib without the exporter, when nothing loaded it yet
-    try:
+    try:  # the runner imported the runtime first (import_runtime), so this loads no exporter
         from executorch.extension.pybindings.portable_lib import (
             _threadpool_get_thread_count, _unsafe_reset_threadpool)
     except ImportError:  # pragma: no cover - older builds lack the hooks
