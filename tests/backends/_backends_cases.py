@@ -144,6 +144,7 @@ class ExportCache:
             return b.export(case.tower, case.example, spec, self.root / key[0] / str(len(self._done)))
         from filelock import FileLock
 
+        from edgeclip._io import write_json_atomic
         from edgeclip.backends.base import Artifact
         folder = self.shared / hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
         with FileLock(str(folder) + ".lock"):
@@ -151,7 +152,7 @@ class ExportCache:
             if desc.exists():
                 return Artifact.from_dict(json.loads(desc.read_text()))
             art = b.export(case.tower, case.example, spec, folder / "out")
-            desc.write_text(json.dumps(art.to_dict(), default=str))
+            write_json_atomic(desc, art.to_dict())  # a worker killed mid-write leaves no half a file
             return art
 
     def get(self, backend: str, kind: str, quant: str, **options) -> Result:
