@@ -56,3 +56,15 @@ def test_ci_run_ends_in_the_readme_test_command():
     script = [ln.strip() for ln in (ROOT / ".ci/run").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     readme_test = next(ln for ln in _code_lines() if ln.endswith("pytest -q") and "[all,test]" in ln)
     assert script[-1] == readme_test.rsplit("&& ", 1)[1] == "pytest -q"
+
+
+def test_the_file_order_table_names_every_test_file_and_no_other():
+    # tests/conftest.py hands files to the xdist workers slowest first from this table; a file
+    # missing from it is guessed, so a new slow file could end up last and idle the other worker
+    import json
+
+    table = set(json.loads((ROOT / "tests/file_durations.json").read_text())["seconds"])
+    files = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py") if "node_modules" not in p.parts}
+    refresh = "refresh it: pytest -q --write-file-durations tests/file_durations.json"
+    assert not files - table, f"test files not in tests/file_durations.json: {sorted(files - table)}; {refresh}"
+    assert not table - files, f"tests/file_durations.json names files that are gone: {sorted(table - files)}; {refresh}"
