@@ -16,7 +16,9 @@ Classifiers, side by side:
 - ``cnn-max``: the same with global max pooling (the objects are small: averaging over the
   whole map dilutes them);
 - ``cnn-max-gray``: ``cnn-max`` with half of each batch turned to grayscale, so the shape
-  features cannot lean on colour (colour jitter would forge held-out pairs: grayscale cannot).
+  features cannot lean on colour (colour jitter would forge held-out pairs: grayscale cannot);
+- ``cnn-max-edge``: ``cnn-max`` behind a fixed hue-blind front (``EdgeMagnitude``: Sobel
+  gradient magnitude over the three channels), so it sees outlines, never colours.
 
 The default ``--steps 700`` is what ``cnn-max`` fitted into 240 s at 2 threads on the 2-core
 AVX2-only AMD EPYC VM of 2026-12-03: the issue's budget, counted in steps so the rows of one run
@@ -37,16 +39,33 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
-VARIANTS = ("vit", "cnn-avg", "cnn-max", "cnn-max-gray")
+VARIANTS = ("vit", "cnn-avg", "cnn-max", "cnn-max-gray", "cnn-max-edge")
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def _cnn(pool: str) -> nn.Module:
+class EdgeMagnitude(nn.Module):
+    """A fixed, hue-blind front: per-channel Sobel gradients, their magnitude over all three
+    channels, scaled by the image's mean magnitude. An outline looks the same in any colour."""
+
+    def __init__(self):
+        super().__init__()
+        gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+        k = torch.stack([gx, gx.t()]).unsqueeze(1).repeat(3, 1, 1, 1)   # [6, 1, 3, 3], grouped by channel
+        self.register_buffer("kernel", k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = F.conv2d(x, self.kernel, padding=1, groups=3)
+        mag = (g * g).sum(1, keepdim=True).add(1e-6).sqrt()
+        return mag / mag.mean((2, 3), keepdim=True)
+
+
+def _cnn(pool: str, front: nn.Module | None = None) -> nn.Module:
     def cbr(i, o, s):
         return [nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
 
     glob = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
-    return nn.Sequential(*cbr(3, 32, 1), *cbr(32, 64, 2), *cbr(64, 128, 2), *cbr(128, 128, 2), glob,
+    head = [front, *cbr(1, 32, 1)] if front is not None else cbr(3, 32, 1)
+    return nn.Sequential(*head, *cbr(32, 64, 2), *cbr(64, 128, 2), *cbr(128, 128, 2), glob,
                          nn.Flatten(), nn.Linear(128, 8))
 
 
@@ -62,7 +81,9 @@ def _vit() -> nn.Module:
 def classifier(variant: str) -> nn.Module:
     if variant not in VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-    return _vit() if variant == "vit" else _cnn("max" if "max" in variant else "avg")
+    if variant == "vit":
+        return _vit()
+    return _cnn("max" if "max" in variant else "avg", EdgeMagnitude() if variant.endswith("edge") else None)
 
 
 def _pixels(images: np.ndarray) -> torch.Tensor:
