@@ -1,7 +1,10 @@
 """Shared test setup: deterministic, small, single-process torch on 2 cores."""
 from __future__ import annotations
 
+import json
 import os
+from collections import defaultdict
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")        # no test may reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -14,10 +17,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # (measured: 1301 s against 929 s of work). Slowest files first (longest-processing-time order)
 # leaves only short files for the tail. The times are per-file work measured on one machine;
 # only their order matters. Refresh: `pytest -q --write-file-durations tests/file_durations.json`.
-import json  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 DURATIONS = Path(__file__).with_name("file_durations.json")
 UNKNOWN_FILE_S = 30.0  # a file not in the table (new) goes among the middling ones, not last
 
@@ -25,7 +24,8 @@ UNKNOWN_FILE_S = 30.0  # a file not in the table (new) goes among the middling o
 def pytest_addoption(parser):
     parser.addoption("--write-file-durations", metavar="PATH", default=None,
                      help="after the run, write each test file's total time (setup+call+teardown, "
-                          "seconds) to PATH as JSON; tests/file_durations.json orders the files")
+                          "seconds) into the JSON table at PATH (files not run keep their entry); "
+                          "tests/file_durations.json orders the files")
 
 
 def _file_of(nodeid: str) -> str:
@@ -54,7 +54,12 @@ class _FileDurations:
     def pytest_sessionfinish(self, session):
         if hasattr(session.config, "workerinput"):  # an xdist worker: the controller writes
             return
-        table = {f: round(s, 1) for f, s in sorted(self.seconds.items(), key=lambda kv: -kv[1])}
+        try:  # a partial run updates the files it ran and keeps the others
+            table = json.loads(self.path.read_text())["seconds"]
+        except (OSError, ValueError, KeyError):
+            table = {}
+        table.update({f: round(s, 1) for f, s in self.seconds.items()})
+        table = dict(sorted(table.items(), key=lambda kv: -kv[1]))
         self.path.write_text(json.dumps({"seconds": table}, indent=1) + "\n")
 
 
