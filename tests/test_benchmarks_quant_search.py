@@ -3,21 +3,16 @@ the teacher-only recipe is the default recipe's teacher and pretraining without 
 model's recipe is a valid one, and naive/searched rows are read from a build's report records."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from edgeclip.config import load_recipe
 
+from _benchmarks import load_benchmark
+
 
 @pytest.fixture(scope="module")
 def qs():
-    path = Path(__file__).parents[1] / "benchmarks" / "quant_search.py"
-    spec = importlib.util.spec_from_file_location("quant_search", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # it puts benchmarks/ on sys.path itself, for _machine
-    return module
+    return load_benchmark("quant_search")
 
 
 def test_recipes(qs, tmp_path):

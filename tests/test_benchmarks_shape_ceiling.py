@@ -4,20 +4,15 @@ the world's held-out and train splits, the grayscale view keeps shape while remo
 the edge front maps a shape in any colour to the same outline."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+
+from _benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def sc():
-    path = Path(__file__).parents[1] / "benchmarks" / "shape_ceiling.py"
-    spec = importlib.util.spec_from_file_location("shape_ceiling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("shape_ceiling")
 
 
 @pytest.mark.parametrize("variant", ["vit", "cnn-max-gray", "cnn-max-edge"])   # a ViT, a CNN with the gray view, one behind the edge front

@@ -3,20 +3,15 @@ steps; nothing here is timed): each tower trains with the CLIP and prompt losses
 way `edgeclip pretrain` scores a teacher; scene labels are only given where they are unambiguous."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+
+from _benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ss():
-    path = Path(__file__).parents[1] / "benchmarks" / "shape_streams.py"
-    spec = importlib.util.spec_from_file_location("shape_streams", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("shape_streams")
 
 
 @pytest.mark.parametrize("tower", ["vit+edge", "streams"])
