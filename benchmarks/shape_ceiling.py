@@ -59,14 +59,16 @@ class EdgeMagnitude(nn.Module):
         return mag / mag.mean((2, 3), keepdim=True)
 
 
-def _cnn(pool: str, front: nn.Module | None = None) -> nn.Module:
+def cnn(pool: str, front: nn.Module | None = None, out_dim: int = 8) -> nn.Module:
+    """4 conv-BN-ReLU (stride 1, 2, 2, 2), a global ``pool`` ("max" or "avg"), a linear to
+    ``out_dim``; behind ``front`` (a 1-channel map such as ``EdgeMagnitude``) when given."""
     def cbr(i, o, s):
         return [nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
 
     glob = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
     head = [front, *cbr(1, 32, 1)] if front is not None else cbr(3, 32, 1)
     return nn.Sequential(*head, *cbr(32, 64, 2), *cbr(64, 128, 2), *cbr(128, 128, 2), glob,
-                         nn.Flatten(), nn.Linear(128, 8))
+                         nn.Flatten(), nn.Linear(128, out_dim))
 
 
 def _vit() -> nn.Module:
@@ -83,7 +85,7 @@ def classifier(variant: str) -> nn.Module:
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     if variant == "vit":
         return _vit()
-    return _cnn("max" if "max" in variant else "avg", EdgeMagnitude() if variant.endswith("edge") else None)
+    return cnn("max" if "max" in variant else "avg", EdgeMagnitude() if variant.endswith("edge") else None)
 
 
 def _pixels(images: np.ndarray) -> torch.Tensor:

@@ -37,17 +37,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
-from shape_ceiling import EdgeMagnitude  # noqa: E402
+from shape_ceiling import EdgeMagnitude, cnn  # noqa: E402
 
 TOWERS = ("vit", "vit+edge", "streams")
 
 
 def _outline_cnn(out_dim: int) -> nn.Module:
-    def cbr(i, o, s):
-        return [nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
-
-    return nn.Sequential(EdgeMagnitude(), *cbr(1, 32, 1), *cbr(32, 64, 2), *cbr(64, 128, 2), *cbr(128, 128, 2),
-                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(128, out_dim))
+    return cnn("max", EdgeMagnitude(), out_dim)
 
 
 def _colour_bag(out_dim: int) -> nn.Module:
