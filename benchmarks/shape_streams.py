@@ -128,10 +128,11 @@ def run(tower: str, steps: int, prompt_loss: float, batch: int = 64, lr: float =
             scenes = [pairs.scene(i) for i in idx]
             for kind, ls in labels.items():
                 y = torch.tensor([scene_label(s, kind, ls.values) for s in scenes])
+                if not (y >= 0).any():
+                    continue
                 k = len(ls.values)
                 protos = F.normalize(module.text(prompt_ids[kind]).reshape(k, -1, text.shape[1]).mean(1), dim=-1)
-                if (y >= 0).any():
-                    loss = loss + prompt_loss * F.cross_entropy(scale * image[y >= 0] @ protos.t(), y[y >= 0])
+                loss = loss + prompt_loss * F.cross_entropy(scale * image[y >= 0] @ protos.t(), y[y >= 0])
         opt.zero_grad()
         loss.backward()
         opt.step()

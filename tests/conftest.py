@@ -51,9 +51,7 @@ class _FileDurations:
     def pytest_runtest_logreport(self, report):  # on the controller too: workers forward reports
         self.seconds[_file_of(report.nodeid)] += report.duration
 
-    def pytest_sessionfinish(self, session):
-        if hasattr(session.config, "workerinput"):  # an xdist worker: the controller writes
-            return
+    def pytest_sessionfinish(self, session):  # registered on the controller only (pytest_configure)
         try:  # a partial run updates the files it ran and keeps the others
             table = json.loads(self.path.read_text())["seconds"]
         except (OSError, ValueError, KeyError):
