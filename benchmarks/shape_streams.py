@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 from shape_ceiling import EdgeMagnitude, cnn  # noqa: E402
 
-TOWERS = ("vit", "vit+edge", "streams")
+TOWERS = ("vit", "vit+edge", "streams", "factored")
 
 
 def _outline_cnn(out_dim: int) -> nn.Module:
@@ -75,6 +75,8 @@ def teacher(tower: str, seed: int = 0):
         model.image.encoder = SummedStreams(vit, _outline_cnn(d))
     elif tower == "streams":
         model.image.encoder = SummedStreams(_outline_cnn(d), _colour_bag(d))
+    elif tower == "factored":
+        model = build_builtin("teacher-factored", seed=seed)
     clip_init_(model.image, seed)
     clip_init_(model.text, seed + 1)
     return model
@@ -99,7 +101,14 @@ def _scores(model) -> dict:
     return out
 
 
-def run(tower: str, steps: int, prompt_loss: float, batch: int = 64, lr: float = 1e-3, warmup: int = 50,
+def _only(x: torch.Tensor, keep: slice) -> torch.Tensor:
+    """``x`` with every column outside ``keep`` zeroed, L2-normalized."""
+    mask = torch.zeros(x.shape[1], dtype=x.dtype)
+    mask[keep] = 1
+    return F.normalize(x * mask, dim=-1)
+
+
+def run(tower: str, steps: int, prompt_loss: float, slice_prompts: bool = False, mask_prompts: bool = False, batch: int = 64, lr: float = 1e-3, warmup: int = 50,
         pool: int = 1024, seed: int = 0) -> dict:
     """Pretrain one teacher with the CLIP loss (+ the prompt loss); its scores and wall seconds."""
     from edgeclip.data import class_labels
@@ -116,6 +125,10 @@ def run(tower: str, steps: int, prompt_loss: float, batch: int = 64, lr: float =
     opt = torch.optim.AdamW(module.parameters(), lr, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    slice_prompts = slice_prompts or mask_prompts
+    slices = getattr(model.image.encoder, "slices", {}) if slice_prompts else {}
+    if slice_prompts and not slices:
+        raise SystemExit(f"--slice-prompts needs a tower with named slices (factored), not {tower!r}")
     rng = np.random.default_rng(seed)
     module.train()
     t0 = time.perf_counter()
@@ -131,8 +144,13 @@ def run(tower: str, steps: int, prompt_loss: float, batch: int = 64, lr: float =
                 if not (y >= 0).any():
                     continue
                 k = len(ls.values)
-                protos = F.normalize(module.text(prompt_ids[kind]).reshape(k, -1, text.shape[1]).mean(1), dim=-1)
-                loss = loss + prompt_loss * F.cross_entropy(scale * image[y >= 0] @ protos.t(), y[y >= 0])
+                protos = module.text(prompt_ids[kind]).reshape(k, -1, text.shape[1]).mean(1)
+                img = image[y >= 0]
+                if kind in slices:
+                    img = _only(img, slices[kind]) if mask_prompts else F.normalize(img[:, slices[kind]], dim=-1)
+                    protos = protos if mask_prompts else protos[:, slices[kind]]
+                protos = F.normalize(protos, dim=-1)
+                loss = loss + prompt_loss * F.cross_entropy(scale * img @ protos.t(), y[y >= 0])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -140,7 +158,7 @@ def run(tower: str, steps: int, prompt_loss: float, batch: int = 64, lr: float =
     wall = time.perf_counter() - t0
     model.logit_scale = float(module.scale().detach())
     model.eval()
-    return {"tower": tower, "prompt_loss": prompt_loss, "steps": steps, "train_seconds": round(wall, 1),
+    return {"tower": tower, "prompt_loss": prompt_loss, "slice_prompts": slice_prompts, "mask_prompts": mask_prompts, "steps": steps, "train_seconds": round(wall, 1),
             "final_loss": round(loss.item(), 4), **_scores(model)}
 
 
@@ -148,6 +166,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--towers", default=",".join(TOWERS))
     ap.add_argument("--prompt-loss", type=float, default=1.0, help="weight of the UniCL-style label term (0: off)")
+    ap.add_argument("--slice-prompts", action="store_true",
+                    help="the prompt loss of a label kind sees only its stream's slice (factored)")
+    ap.add_argument("--mask-prompts", action="store_true",
+                    help="as --slice-prompts, but the image's other slices are zeroed and the prompt embedding "
+                         "kept whole, which drives a prompt's other slices to zero")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="shape-streams.json")
@@ -158,7 +181,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     rows = []
     for t in args.towers.split(","):
-        rows.append(run(t, args.steps, args.prompt_loss))
+        rows.append(run(t, args.steps, args.prompt_loss, args.slice_prompts, args.mask_prompts))
         r = rows[-1]
         print(f"{t:<9} held-out shape {r['heldout_shape']:6.1%}  train-split {r['train_shape']:6.1%}  "
               f"colour {r['heldout_colour']:6.1%}  pairs {r['heldout_shape-colour']:6.1%}  "

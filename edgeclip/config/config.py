@@ -220,11 +220,14 @@ class PretrainConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 20
     languages: tuple[str, ...] | None = choice("en", "zh", default=None)  # None: data.train's
+    prompt_loss: float = 0.0   # weight of the label prompt loss (distill/prompt_loss.py); synthetic data only
 
     def __post_init__(self):
         for k in ("steps", "batch_size"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"{k}: must be >= 1, found {getattr(self, k)}")
+        if self.prompt_loss < 0:
+            raise ConfigError(f"prompt_loss: must be >= 0 (0: the CLIP loss alone), found {self.prompt_loss}")
 
 
 @dataclass(frozen=True)

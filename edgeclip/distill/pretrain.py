@@ -25,8 +25,9 @@ from .batches import StepBatches
 from .losses import clip_loss
 from .trainer import TrainConfig, TrainResult, Trainer, stage_checkpoint_every
 
-__all__ = ["PRETRAIN_DEFAULTS", "ClipTrainModule", "ReinforcedTrainModule", "ClipCollate", "SyntheticPairs", "shape_twin", "clip_init_",
-           "default_pretrain_data", "train_clip", "pretrain_clip"]
+__all__ = ["PRETRAIN_DEFAULTS", "ClipTrainModule", "PromptTrainModule", "ReinforcedTrainModule", "ClipCollate",
+           "LabelledClipCollate", "SyntheticPairs", "shape_twin", "clip_init_", "default_pretrain_data", "train_clip",
+           "pretrain_clip"]
 
 # Tuned for builtin:teacher-vit on 2 CPU cores in about 2-3 minutes (see the distill report).
 PRETRAIN_DEFAULTS: dict[str, Any] = {
@@ -50,6 +51,20 @@ class ClipTrainModule(nn.Module):
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor):
         return self.image(pixels), self.text(ids), self.scale()
+
+
+class PromptTrainModule(ClipTrainModule):
+    """A CLIP's trainable parts whose forward also embeds the label prompts (``prompt_loss.py``),
+    in one text batch with the captions, so everything goes through the (DDP-wrapped) forward."""
+
+    def __init__(self, image: nn.Module, text: nn.Module, logit_scale: float, prompt_ids: torch.Tensor):
+        super().__init__(image, text, logit_scale)
+        self.register_buffer("prompt_ids", prompt_ids, persistent=False)
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor):
+        both = self.text(torch.cat([ids, self.prompt_ids.to(ids.dtype)]))
+        n = ids.shape[0]
+        return self.image(pixels), both[:n], both[n:], self.scale()
 
 
 class ReinforcedTrainModule(ClipTrainModule):
@@ -98,6 +113,16 @@ def _clip_step(model: nn.Module, batch) -> torch.Tensor:
     return clip_loss(image_emb, text_emb, scale)
 
 
+def _prompt_step(prompts):
+    def step(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+        pixels, ids, labels = batch
+        image_emb, text_emb, prompt_emb, scale = model(pixels, ids)
+        clip = clip_loss(image_emb, text_emb, scale)
+        prompt = prompts(image_emb, prompt_emb, labels, scale)
+        return {"loss": clip + prompt, "clip": clip.detach(), "prompt": prompt.detach()}
+    return step
+
+
 def shape_twin(scene, rng: np.random.Generator):
     """``scene`` with its first object (all objects of a count scene) given another shape, the
     colour kept and the new shape-colour pair a train pair: a counterfactual hard negative."""
@@ -141,6 +166,7 @@ class SyntheticPairs:
 
     def __getitem__(self, i: int):
         from ..data import caption, paraphrases, render_scene
+        from .prompt_loss import scene_labels
 
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} pairs")
@@ -148,9 +174,9 @@ class SyntheticPairs:
             w, s = self.world, self.scene(i)
             caps = (paraphrases(s, self.variants, w.lang, seed=w.seed) if w.paraphrase
                     else [caption(s, w.lang)])
-            self._items[i] = (render_scene(s, w.image_size), caps)
-        image, caps = self._items[i]
-        return image, caps[self.epoch % len(caps)], {"index": i}
+            self._items[i] = (render_scene(s, w.image_size), caps, scene_labels(s))
+        image, caps, labels = self._items[i]
+        return image, caps[self.epoch % len(caps)], {"index": i, "labels": labels}
 
 
 class ClipCollate:
@@ -187,6 +213,30 @@ class ClipCollate:
         return torch.from_numpy(np.stack([self._ids[c] for c in caps]))
 
 
+class LabelledClipCollate(ClipCollate):
+    """``ClipCollate`` plus each item's ``meta["labels"]`` (``prompt_loss.scene_labels``) as
+    ``int64[B, kinds]``: what the label prompt loss trains on."""
+
+    def __call__(self, items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pixels, ids = super().__call__(items)
+        try:
+            labels = [meta["labels"] for _, _, meta in items]
+        except (KeyError, TypeError):
+            raise ConfigError("pretrain.prompt_loss needs the synthetic world's scene labels; set it to 0 "
+                              "for other training data") from None
+        return pixels, ids, torch.tensor(labels, dtype=torch.int64)
+
+
+def _languages(pairs) -> tuple[str, ...]:
+    """The caption languages of synthetic pairs (one dataset, or one per language interleaved)."""
+    sets = getattr(pairs, "datasets", [pairs])
+    langs = tuple(dict.fromkeys(getattr(getattr(d, "world", None), "lang", None) for d in sets))
+    if None in langs:
+        raise ConfigError("pretrain.prompt_loss needs synthetic-world training data (its labels and "
+                          "languages); set it to 0 for other training data")
+    return langs
+
+
 def default_pretrain_data(image_size: int, seed: int = 0, pool: int = PRETRAIN_DEFAULTS["pool"],
                           variants: int = PRETRAIN_DEFAULTS["variants"], lang: str = "en",
                           twins: bool = PRETRAIN_DEFAULTS["twins"]):
@@ -212,28 +262,39 @@ def _as_pairs(data, model, seed: int):
 def train_clip(model, data=None, *, steps: int, batch_size: int, lr: float, weight_decay: float,
                warmup_steps: int, seed: int = 0, device: str = "auto", checkpoint_dir: str | None = None,
                progress: bool = True, desc: str = "pretrain", reinit: bool = False,
-               threads: int | None = None) -> TrainResult:
+               threads: int | None = None, prompt_loss: float = 0.0) -> TrainResult:
     """Train ``model`` (a ``ClipModel``) in place with ``clip_loss``; returns the training record.
     ``reinit``: first re-draw the transformer blocks with ``clip_init_`` (training from scratch).
 
     ``data``: None (the synthetic world), a ``SyntheticWorld``, any map-style dataset of
     ``(image, caption, meta)`` (batched by ``StepBatches``: resumable, sharded by rank), or an
-    iterable of ready ``(float32[B,3,S,S], int32[B,L])`` batches."""
+    iterable of ready ``(float32[B,3,S,S], int32[B,L])`` batches. ``prompt_loss`` > 0 adds the label
+    prompt loss with that weight (``prompt_loss.py``; synthetic-world data only)."""
     home = model.device
     if reinit:
         clip_init_(model.image, seed)
         clip_init_(model.text, seed + 1)
     pairs = _as_pairs(data, model, seed)
+    collate, module, step = ClipCollate(model.facts, model.tokenizer), None, _clip_step
+    if prompt_loss > 0:
+        from .prompt_loss import PromptLoss
+
+        prompts = PromptLoss(_languages(pairs), prompt_loss, getattr(model.image.encoder, "slices", None))
+        collate = LabelledClipCollate(model.facts, model.tokenizer)
+        module = PromptTrainModule(model.image, model.text, model.logit_scale, collate.encode(prompts.prompts))
+        step = _prompt_step(prompts)
     if hasattr(pairs, "__getitem__") and hasattr(pairs, "__len__"):
-        batches = StepBatches(pairs, batch_size, seed=seed, collate=ClipCollate(model.facts, model.tokenizer),
-                              group=getattr(pairs, "group", 1))
+        batches = StepBatches(pairs, batch_size, seed=seed, collate=collate, group=getattr(pairs, "group", 1))
+    elif prompt_loss > 0:
+        raise ConfigError("pretrain.prompt_loss needs synthetic-world training data; set it to 0 for "
+                          "ready-made batches")
     else:
         batches = pairs
-    module = ClipTrainModule(model.image, model.text, model.logit_scale)
+    module = module or ClipTrainModule(model.image, model.text, model.logit_scale)
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, seed=seed,
                       device=device, checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
                       threads=threads, checkpoint_every=stage_checkpoint_every(steps, checkpoint_dir))
-    trainer = Trainer(module, _clip_step, batches, cfg)
+    trainer = Trainer(module, step, batches, cfg)
     try:
         result = trainer.fit()
     finally:
@@ -250,7 +311,7 @@ def pretrain_clip(model, data=None, steps: int = PRETRAIN_DEFAULTS["steps"],
                   weight_decay: float = PRETRAIN_DEFAULTS["weight_decay"],
                   warmup_steps: int = PRETRAIN_DEFAULTS["warmup_steps"], seed: int = 0,
                   device: str = "auto", *, checkpoint_dir: str | None = None, progress: bool = True,
-                  reinit: bool = True, threads: int | None = None):
+                  reinit: bool = True, threads: int | None = None, prompt_loss: float = 0.0):
     """Train a ``ClipModel`` from scratch with ``clip_loss``; returns it (eval mode, on its
     original device, ``logit_scale`` learned). Its transformer blocks are first re-drawn with
     CLIP's init (``reinit=False`` keeps the given weights, e.g. to fine-tune). See ``train_clip``
@@ -258,5 +319,5 @@ def pretrain_clip(model, data=None, steps: int = PRETRAIN_DEFAULTS["steps"],
     2-core machine that something else keeps busy)."""
     train_clip(model, data, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                warmup_steps=warmup_steps, seed=seed, device=device, checkpoint_dir=checkpoint_dir,
-               progress=progress, reinit=reinit, threads=threads)
+               progress=progress, reinit=reinit, threads=threads, prompt_loss=prompt_loss)
     return model

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ._factored import Factored
 from ._mci import MCi
 from ._bert import BertText
-from ._specs import (IMAGE_SPECS, TEXT_SPECS, BertTextSpec, MCiSpec, NativeSpec, TextSpec, ViTSpec, spec_from_dict,
-                     spec_to_dict)
+from ._specs import (IMAGE_SPECS, TEXT_SPECS, BertTextSpec, FactoredSpec, MCiSpec, NativeSpec, TextSpec, ViTSpec,
+                     spec_from_dict, spec_to_dict)
 from ._text import TextTransformer
 from ._vit import ViT
 from .facts import ModelFacts, count_flops, count_params
@@ -49,6 +50,8 @@ def build_image_encoder(spec, init: bool = True) -> nn.Module:
         enc = ViT(spec)
     elif isinstance(spec, MCiSpec):
         enc = MCi(spec)
+    elif isinstance(spec, FactoredSpec):
+        enc = Factored(spec)
     elif isinstance(spec, NativeSpec):
         from ._native import native_visual
 

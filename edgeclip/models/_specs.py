@@ -10,8 +10,8 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ViTSpec", "TextSpec", "BertTextSpec", "MCiSpec", "NativeSpec", "IMAGE_SPECS", "TEXT_SPECS", "spec_from_dict", "spec_to_dict",
-           "block_dims"]
+__all__ = ["ViTSpec", "TextSpec", "BertTextSpec", "MCiSpec", "FactoredSpec", "NativeSpec", "IMAGE_SPECS", "TEXT_SPECS",
+           "spec_from_dict", "spec_to_dict", "block_dims"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,26 @@ class MCiSpec:
 
 
 @dataclass(frozen=True)
+class FactoredSpec:
+    """Factored image encoder: a hue-blind outline CNN and a bag of colours writing their own slices
+    of the embedding, and optionally a small ViT on the RGB image writing a context slice
+    (``shape_dim`` + ``colour_dim`` + ``context_dim`` = ``embed_dim``)."""
+
+    image_size: int = 64
+    outline_widths: tuple[int, ...] = (32, 64, 128, 128)
+    colour_widths: tuple[int, ...] = (32, 64)
+    shape_dim: int = 64        # what outlines are there: the outline map's global max
+    colour_dim: int = 64       # which colours are there: the bag's global max
+    context_dim: int = 0       # the rest (where, how many, next to what): a ViT's; 0: no ViT
+    context_patch: int = 8
+    context_width: int = 128
+    context_layers: int = 4
+    context_heads: int = 4
+    embed_dim: int = 128
+    kind: str = "factored"
+
+
+@dataclass(frozen=True)
 class NativeSpec:
     """An encoder kept as the source library's own module (e.g. open_clip's timm MobileCLIP trunk).
 
@@ -113,7 +133,7 @@ class NativeSpec:
     kind: str = "openclip-native"
 
 
-IMAGE_SPECS = {"vit": ViTSpec, "mci": MCiSpec, "openclip-native": NativeSpec}
+IMAGE_SPECS = {"vit": ViTSpec, "mci": MCiSpec, "factored": FactoredSpec, "openclip-native": NativeSpec}
 TEXT_SPECS = {"transformer": TextSpec, "bert": BertTextSpec}
 
 

@@ -76,6 +76,16 @@ def teacher_vit(**overrides) -> dict[str, Any]:
     return _builtin("teacher-vit", image, _text(128, 4, 4, 128), overrides)
 
 
+@MODELS.register("teacher-factored")
+def teacher_factored(**overrides) -> dict[str, Any]:
+    """Teacher whose image tower is factored (``_factored.py``): a hue-blind outline CNN -> shape slice
+    (64), a bag of colours -> colour slice (64); the teacher-vit text tower (width 128 x 4 layers);
+    embed 128. Pretrained with the label prompt loss, it learns held-out shape."""
+    image = {"kind": "factored", "image_size": 64, "outline_widths": [32, 64, 128, 128], "colour_widths": [32, 64],
+             "shape_dim": 64, "colour_dim": 64, "embed_dim": 128}
+    return _builtin("teacher-factored", image, _text(128, 4, 4, 128), overrides)
+
+
 def builtin_config(name: str, **overrides) -> dict[str, Any]:
     """The full model config of builtin ``name`` with ``overrides`` (``image={...}``, ``text={...}``,
     ``embed_dim=``, ``seed=``, ``logit_scale=`` ...) merged in."""

@@ -32,6 +32,8 @@ def teacher_key(r, torch_version: str) -> str:
     if r.pretrain:
         from ...distill.pretrain import PRETRAIN_DEFAULTS
         pt = {k: getattr(r.pretrain, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup_steps")}
+        if r.pretrain.prompt_loss:   # only when set, so teachers trained without it keep their keys
+            pt["prompt_loss"] = r.pretrain.prompt_loss
         pt["defaults"] = PRETRAIN_DEFAULTS
     return stable_hash("teacher", r.teacher, _resolved(r.teacher), r.seed, pt,
                        pretrain_source(r) if r.pretrain else None, torch_version)
@@ -82,4 +84,4 @@ def _pretrain(model, r, checkpoint_dir: Path) -> None:
     data = training_pairs(src, model.facts.image_size, r.seed)  # one caption language after another
     pretrain_clip(model, data, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
                   weight_decay=pt.weight_decay, warmup_steps=pt.warmup_steps, seed=r.seed,
-                  checkpoint_dir=str(checkpoint_dir))
+                  checkpoint_dir=str(checkpoint_dir), prompt_loss=pt.prompt_loss)

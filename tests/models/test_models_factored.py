@@ -1,0 +1,82 @@
+"""The factored image tower (``models/_factored.py``): what each stream can and cannot see, its
+slices, its config errors, and a round trip through a saved checkpoint."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeclip.errors import ConfigError
+from edgeclip.models import build_builtin
+from edgeclip.models._factored import EdgeMagnitude
+
+SMALL = {"outline_widths": [8, 16, 16], "colour_widths": [8], "shape_dim": 16, "colour_dim": 8, "context_dim": 8,
+         "context_width": 16, "context_layers": 1, "context_heads": 2, "embed_dim": 32, "image_size": 32}
+
+
+def small(seed: int = 0):
+    return build_builtin("teacher-factored", seed=seed, image=SMALL,
+                         text={"width": 32, "layers": 1, "heads": 2, "embed_dim": 32})
+
+
+def _images(n: int, size: int) -> np.ndarray:
+    from edgeclip.data import SyntheticWorld
+
+    world = SyntheticWorld(seed=0, image_size=size, length=n)
+    return np.stack([world[i][0] for i in range(n)])
+
+
+def _scenes(n: int, size: int) -> torch.Tensor:
+    return (torch.from_numpy(_images(n, size)).permute(0, 3, 1, 2).float() / 255).contiguous()
+
+
+def test_slices_partition_the_embedding():
+    enc = small().image.encoder
+    cols = sorted((s.start, s.stop) for s in enc.slices.values())
+    assert cols == [(0, 16), (16, 24), (24, 32)] and set(enc.slices) == {"shape", "colour", "context"}
+    assert set(build_builtin("teacher-factored").image.encoder.slices) == {"shape", "colour"}
+
+
+def test_the_outline_front_is_blind_to_which_channel_carries_an_edge():
+    x = _scenes(3, 32)
+    front = EdgeMagnitude()
+    torch.testing.assert_close(front(x), front(x[:, [2, 0, 1]]), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(front(x[:1]), front(x[1:2]), atol=1e-3)   # but it sees the scene
+
+
+def test_the_colour_slice_ignores_where_pixels_are_and_the_shape_slice_ignores_hue():
+    torch.manual_seed(0)
+    enc = small().image.encoder.eval()
+    sl = enc.slices
+    x = _scenes(4, 32)
+    perm = torch.randperm(32 * 32)
+    shuffled = x.flatten(2)[:, :, perm].reshape_as(x)                   # same pixels, anywhere
+    with torch.no_grad():
+        a, b = enc(x), enc(shuffled)
+        c = enc(x[:, [1, 2, 0]])                                        # hues rotated, edges kept
+    torch.testing.assert_close(a[:, sl["colour"]], b[:, sl["colour"]], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a[:, sl["shape"]], b[:, sl["shape"]], atol=1e-3)
+    torch.testing.assert_close(a[:, sl["shape"]], c[:, sl["shape"]], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(a[:, sl["colour"]], c[:, sl["colour"]], atol=1e-3)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"shape_dim": 10}, "must equal embed_dim"),
+    ({"colour_widths": []}, "at least one positive width"),
+    ({"image_size": 34}, "multiple of 4"),
+    ({"context_dim": -8, "shape_dim": 32}, "context >= 0"),
+])
+def test_bad_factored_configs_say_what_to_fix(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        build_builtin("teacher-factored", image={**SMALL, **bad})
+
+
+def test_a_saved_factored_model_loads_with_its_slices_and_outputs(tmp_path):
+    from edgeclip.models import load_model, save_model
+
+    m = small(seed=3)
+    path = save_model(m, tmp_path / "factored")
+    back = load_model(f"file:{path}")
+    assert back.config["image"]["kind"] == "factored" and back.image.encoder.slices == m.image.encoder.slices
+    x = _images(2, 32)
+    torch.testing.assert_close(back.encode_image(x), m.encode_image(x), atol=1e-6, rtol=1e-6)
