@@ -14,13 +14,19 @@ teacher's own):
   global max pool -> linear), the two summed;
 - ``streams``: no ViT: the outline CNN plus a bag of colours (1x1 convs, global max pool: which
   colours are present, not where or in what shape).
+- ``factored``: ``builtin:teacher-factored``, the same two streams each in its own slice of the
+  embedding (``edgeclip/models/_factored.py``).
+
+``--slice-prompts`` scores a label kind's prompts against its own slice of image and prompt;
+``--mask-prompts`` against the image's slice (the rest zeroed) and the whole prompt, as the
+product's ``pretrain.prompt_loss`` does (``edgeclip/distill/prompt_loss.py``).
 
 ``--prompt-loss W`` adds a UniCL-style term (Yang et al., 2022: labels as text): for scenes whose
 objects share one shape (one colour), cross-entropy of the image embedding against the text
 embeddings of the 8 shape (9 colour) prompts the zero-shot evaluation uses, weight ``W``. The
 scores are the teacher's own: held-out and train-split zero-shot top-1 (English prompts) and
 held-out R@1, 200 scenes each, as ``edgeclip pretrain`` reports them. These towers are not
-builtins: nothing here changes the default teacher.
+builtins, except ``factored``: nothing here changes the default teacher.
 """
 from __future__ import annotations
 
