@@ -38,25 +38,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
+from edgeclip.models._factored import EdgeMagnitude  # noqa: E402  (the builtin teacher-factored's front)
 
 VARIANTS = ("vit", "cnn-avg", "cnn-max", "cnn-max-gray", "cnn-max-edge")
 _LUMA = (0.299, 0.587, 0.114)
-
-
-class EdgeMagnitude(nn.Module):
-    """A fixed, hue-blind front: per-channel Sobel gradients, their magnitude over all three
-    channels, scaled by the image's mean magnitude. An outline looks the same in any colour."""
-
-    def __init__(self):
-        super().__init__()
-        gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-        k = torch.stack([gx, gx.t()]).unsqueeze(1).repeat(3, 1, 1, 1)   # [6, 1, 3, 3], grouped by channel
-        self.register_buffer("kernel", k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = F.conv2d(x, self.kernel, padding=1, groups=3)
-        mag = (g * g).sum(1, keepdim=True).add(1e-6).sqrt()
-        return mag / mag.mean((2, 3), keepdim=True)
 
 
 def cnn(pool: str, front: nn.Module | None = None, out_dim: int = 8) -> nn.Module:

@@ -88,10 +88,12 @@ def teacher(tower: str, seed: int = 0):
     return model
 
 
-def scene_label(scene, kind: str, values) -> int:
-    """The class of ``scene`` for ``kind`` ("shape" or "colour") when all its objects share one, else -1."""
-    vals = {getattr(o, kind) for o in scene.objects}
-    return list(values).index(vals.pop()) if len(vals) == 1 else -1
+def scene_label(scene, kind: str) -> int:
+    """The class of ``scene`` for ``kind`` ("shape" or "colour") when all its objects share one, else -1
+    (the product's ``scene_labels``, which ``pretrain.prompt_loss`` trains on)."""
+    from edgeclip.distill.prompt_loss import PROMPT_KINDS, scene_labels
+
+    return scene_labels(scene)[PROMPT_KINDS.index(kind)]
 
 
 def _scores(model) -> dict:
@@ -146,7 +148,7 @@ def run(tower: str, steps: int, prompt_loss: float, slice_prompts: bool = False,
         if prompt_loss > 0:
             scenes = [pairs.scene(i) for i in idx]
             for kind, ls in labels.items():
-                y = torch.tensor([scene_label(s, kind, ls.values) for s in scenes])
+                y = torch.tensor([scene_label(s, kind) for s in scenes])
                 if not (y >= 0).any():
                     continue
                 k = len(ls.values)

@@ -42,7 +42,7 @@ def test_a_scene_label_only_where_every_object_agrees(ss):
     for i in range(64):
         scene = world.scene(i)
         kinds = {o.shape for o in scene.objects}
-        label = ss.scene_label(scene, "shape", shapes)
+        label = ss.scene_label(scene, "shape")
         if len(kinds) == 1:
             assert shapes[label] == scene.objects[0].shape
             same += 1

@@ -10,7 +10,7 @@ shape slowly; this term asks for it directly.
 On a factored image tower (one that names ``slices``, ``models/_factored.py``) a kind's term sees
 the image's own stream only, the other slices zeroed, against the *whole* prompt embedding. So
 the term is best when a shape prompt has nothing in the colour slice: at evaluation, an orange
-square's colour cannot pull a shape prompt, although no square is ever orange in training
+square's colour then barely pulls a shape prompt, although no square is ever orange in training
 (``benchmarks/shape_streams.py``, ``--mask-prompts``: held-out shape 84% against 65% unmasked).
 """
 from __future__ import annotations
