@@ -74,9 +74,10 @@ def test_teacher_key_follows_the_builtin_architecture_and_a_checkpoint_s_bytes(t
     recipe = default_recipe()
     key = teacher_key(recipe, "t")
     assert teacher_key(recipe, "t") == key
-    original = builtins.MODELS.get("teacher-vit")
-    monkeypatch.setitem(builtins.MODELS._items, "teacher-vit",
-                        lambda **o: {**original(**o), "image": {**original(**o)["image"], "patch_size": 4}})
+    name = recipe.teacher.removeprefix("builtin:")
+    original = builtins.MODELS.get(name)
+    monkeypatch.setitem(builtins.MODELS._items, name,
+                        lambda **o: {**original(**o), "image": {**original(**o)["image"], "image_size": 32}})
     assert teacher_key(recipe, "t") != key
     ckpt = tmp_path / "t.safetensors"
     ckpt.write_bytes(b"one")

@@ -72,7 +72,8 @@ def training_pairs(source, image_size: int, seed: int, rank: int = 0, world_size
         from .pretrain import default_pretrain_data
 
         pool = min(source.samples or 4096, 4096)
-        sets = [default_pretrain_data(source.image_size or image_size, seed, pool=pool, lang=lang)
+        renders: dict = {}   # every language's pool holds the same scenes: render each once
+        sets = [default_pretrain_data(source.image_size or image_size, seed, pool=pool, lang=lang, renders=renders)
                 for lang in source.languages]
         return sets[0] if len(sets) == 1 else InterleavedPairs(sets)
     if source.source in ("csv", "folder", "webdataset"):

@@ -50,7 +50,13 @@ class ClipTrainModule(nn.Module):
         return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor):
-        return self.image(pixels), self.text(ids), self.scale()
+        return self.image(pixels), _embed_texts(self.text, ids), self.scale()
+
+
+def _embed_texts(text: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The text tower on ``ids``, length-packed where the tower can (``TextTower.forward_packed``)."""
+    packed = getattr(text, "forward_packed", None)
+    return packed(ids) if packed is not None else text(ids)
 
 
 class PromptTrainModule(ClipTrainModule):
@@ -62,7 +68,7 @@ class PromptTrainModule(ClipTrainModule):
         self.register_buffer("prompt_ids", prompt_ids, persistent=False)
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor):
-        both = self.text(torch.cat([ids, self.prompt_ids.to(ids.dtype)]))
+        both = _embed_texts(self.text, torch.cat([ids, self.prompt_ids.to(ids.dtype)]))
         n = ids.shape[0]
         return self.image(pixels), both[:n], both[n:], self.scale()
 
@@ -72,7 +78,7 @@ class ReinforcedTrainModule(ClipTrainModule):
     batch with the real ones), so everything goes through the (DDP-wrapped) forward."""
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor, syn_ids: torch.Tensor):
-        both = self.text(torch.cat([ids, syn_ids]))
+        both = _embed_texts(self.text, torch.cat([ids, syn_ids]))
         n = ids.shape[0]
         return self.image(pixels), both[:n], both[n:], self.scale()
 
@@ -146,10 +152,12 @@ class SyntheticPairs:
     is 2 so they share a batch): in random batches a caption is told apart by its colour,
     background, size or position long before shape matters; a twin can only be told by shape."""
 
-    def __init__(self, world, variants: int = 4, twins: bool = False):
+    def __init__(self, world, variants: int = 4, twins: bool = False, renders: dict | None = None):
         self.world, self.variants, self.epoch = world, max(1, int(variants)), 0
         self.twins, self.group = bool(twins), 2 if twins else 1
         self._items: dict[int, tuple[np.ndarray, list[str]]] = {}
+        # renders shared with the same world's pairs in other languages: same scenes, same pixels
+        self._renders: dict = {} if renders is None else renders
 
     def __len__(self) -> int:
         return len(self.world) * self.group
@@ -174,7 +182,10 @@ class SyntheticPairs:
             w, s = self.world, self.scene(i)
             caps = (paraphrases(s, self.variants, w.lang, seed=w.seed) if w.paraphrase
                     else [caption(s, w.lang)])
-            self._items[i] = (render_scene(s, w.image_size), caps, scene_labels(s))
+            key = (w.seed, w.split, w.image_size, self.twins, i)
+            if key not in self._renders:
+                self._renders[key] = render_scene(s, w.image_size)
+            self._items[i] = (self._renders[key], caps, scene_labels(s))
         image, caps, labels = self._items[i]
         return image, caps[self.epoch % len(caps)], {"index": i, "labels": labels}
 
@@ -239,14 +250,15 @@ def _languages(pairs) -> tuple[str, ...]:
 
 def default_pretrain_data(image_size: int, seed: int = 0, pool: int = PRETRAIN_DEFAULTS["pool"],
                           variants: int = PRETRAIN_DEFAULTS["variants"], lang: str = "en",
-                          twins: bool = PRETRAIN_DEFAULTS["twins"]):
+                          twins: bool = PRETRAIN_DEFAULTS["twins"], renders: dict | None = None):
     """The synthetic world's train split (English, paraphrased captions) as cached pairs:
-    ``pool`` scenes (each followed by its shape twin when ``twins``)."""
+    ``pool`` scenes (each followed by its shape twin when ``twins``); ``renders``: a cache shared
+    with the same pool in other languages."""
     from ..data import SyntheticWorld
 
     world = SyntheticWorld(seed=seed, image_size=image_size, split="train", length=pool,
                            lang=lang, paraphrase=True)
-    return SyntheticPairs(world, variants, twins)
+    return SyntheticPairs(world, variants, twins, renders)
 
 
 def _as_pairs(data, model, seed: int):

@@ -15,7 +15,9 @@ fixed grouped conv, square, sum, sqrt and a mean):
 
 - outline: ``EdgeMagnitude`` -> conv-BN-ReLU x len(outline_widths) (stride 1, then 2) -> global
   max pool -> linear to ``shape_dim``;
-- colours: 1x1 conv-ReLU x len(colour_widths) -> global max pool -> linear to ``colour_dim``;
+- colours: 1x1 conv-ReLU x len(colour_widths), the first with stride ``colour_stride`` (a colour
+  covers many pixels, so every 2nd one names them all at a quarter of the cost: at full resolution
+  this bag took half the teacher's pretraining time) -> global max pool -> linear to ``colour_dim``;
 - context (``context_dim`` > 0): a CLIP ViT on the RGB image -> ``context_dim``, for what the two
   pooled streams cannot say (position, count, relations). It sees colour and shape together, but
   the label loss trains shape prompts to have nothing in its slice, so little of it reaches them.
@@ -65,6 +67,9 @@ class Factored(nn.Module):
         if spec.image_size % down:
             raise ConfigError(f"factored tower: image_size {spec.image_size} must be a multiple of {down} "
                               f"for {len(ow)} outline stages")
+        if spec.colour_stride < 1 or spec.image_size % spec.colour_stride:
+            raise ConfigError(f"factored tower: colour_stride {spec.colour_stride} must be >= 1 and divide "
+                              f"image_size {spec.image_size}")
         if min(spec.shape_dim, spec.colour_dim) < 1 or spec.context_dim < 0 or \
                 spec.shape_dim + spec.colour_dim + spec.context_dim != spec.embed_dim:
             raise ConfigError(f"factored tower: shape_dim {spec.shape_dim} + colour_dim {spec.colour_dim} + "
@@ -78,8 +83,8 @@ class Factored(nn.Module):
                                      nn.Linear(ow[-1], spec.shape_dim))
         bag: list[nn.Module] = []
         for i, w in enumerate(cw):
-            bag += [nn.Conv2d(cw[i - 1] if i else 3, w, 1), nn.ReLU()]
-        self.colours = nn.Sequential(*bag, nn.MaxPool2d(spec.image_size), nn.Flatten(1),
+            bag += [nn.Conv2d(cw[i - 1] if i else 3, w, 1, spec.colour_stride if i == 0 else 1), nn.ReLU()]
+        self.colours = nn.Sequential(*bag, nn.MaxPool2d(spec.image_size // spec.colour_stride), nn.Flatten(1),
                                      nn.Linear(cw[-1], spec.colour_dim))
         self.context = None
         if spec.context_dim:

@@ -105,8 +105,9 @@ class FactoredSpec:
     (``shape_dim`` + ``colour_dim`` + ``context_dim`` = ``embed_dim``)."""
 
     image_size: int = 64
-    outline_widths: tuple[int, ...] = (32, 64, 128, 128)
+    outline_widths: tuple[int, ...] = (16, 32, 64, 128)
     colour_widths: tuple[int, ...] = (32, 64)
+    colour_stride: int = 2     # the bag sees every 2nd pixel: as many colours, a quarter of the work
     shape_dim: int = 64        # what outlines are there: the outline map's global max
     colour_dim: int = 64       # which colours are there: the bag's global max
     context_dim: int = 0       # the rest (where, how many, next to what): a ViT's; 0: no ViT

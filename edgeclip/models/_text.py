@@ -26,7 +26,9 @@ def causal_mask(n: int) -> torch.Tensor:
 
 
 class TextTransformer(nn.Module):
-    """``int32[B,L] -> float32[B,embed_dim]`` (unnormalized); L must equal ``context_length``."""
+    """``int32[B,L] -> float32[B,embed_dim]`` (unnormalized); L is ``context_length``, or less on a
+    causal tower (``trims``): there nothing after a row's end-of-text token reaches it, so rows cut
+    after their last end-of-text embed the same (training packs short captions this way)."""
 
     def __init__(self, spec: TextSpec):
         super().__init__()
@@ -45,15 +47,25 @@ class TextTransformer(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
         self.eot_id = int(spec.eot_id)
 
+    @property
+    def trims(self) -> bool:
+        return bool(self.spec.causal)
+
     def init_weights(self) -> None:
         init_transformer_(self)
         nn.init.normal_(self.pos_embed, std=0.01)
         nn.init.normal_(self.proj.weight, std=self.spec.width ** -0.5)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.token_embedding(ids.long()) + self.pos_embed
+        pos, mask, n = self.pos_embed, self.mask, ids.shape[1]
+        if n != pos.shape[0]:   # a trimmed batch (a Python int at export: no slice in the graph)
+            if not self.trims or n > pos.shape[0]:
+                raise ValueError(f"text ids of length {n}: this tower takes {pos.shape[0]} tokens"
+                                 + ("" if self.trims else " (not causal: no trimmed rows)"))
+            pos, mask = pos[:n], mask[..., :n, :n]
+        x = self.token_embedding(ids.long()) + pos
         for blk in self.blocks:
-            x = blk(x, self.mask)
+            x = blk(x, mask)
         x = self.ln_final(x)
         eot = torch.argmax((ids == self.eot_id).to(torch.float32), dim=-1)  # first EOT per row
         idx = eot.reshape(-1, 1, 1).expand(-1, 1, x.shape[-1])

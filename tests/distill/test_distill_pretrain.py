@@ -109,6 +109,19 @@ def test_default_data_is_the_english_train_split_with_paraphrases():
     assert len(default_pretrain_data(32, pool=10, twins=False)) == 10
 
 
+def test_bilingual_training_pairs_render_each_scene_once_and_caption_it_per_language():
+    from edgeclip.config import DataSource
+    from edgeclip.distill._data import training_pairs
+
+    pairs = training_pairs(DataSource(source="synthetic", samples=6, languages=("en", "zh")), 32, seed=0)
+    en, zh = pairs.datasets
+    img_en, cap_en, _ = en[3]
+    img_zh, cap_zh, _ = zh[3]
+    assert img_en is img_zh                                  # one render, shared
+    assert cap_en.isascii() and not cap_zh.isascii()         # each language its own caption
+    assert not np.array_equal(en[2][0], en[3][0])            # and a different scene another render
+
+
 def test_pretrain_trains_the_model_and_it_round_trips(tmp_path):
     from edgeclip.models.zoo import load_model, save_model
 

@@ -49,8 +49,12 @@ def test_the_colour_slice_ignores_where_pixels_are_and_the_shape_slice_ignores_h
     enc = small().image.encoder.eval()
     sl = enc.slices
     x = _scenes(4, 32)
-    perm = torch.randperm(32 * 32)
-    shuffled = x.flatten(2)[:, :, perm].reshape_as(x)                   # same pixels, anywhere
+    assert enc.spec.colour_stride == 2                                  # the bag sees every 2nd pixel:
+    shuffled = x.clone()                                                # shuffle those among themselves,
+    seen = x[:, :, ::2, ::2].flatten(2)                                 # and the rest among themselves
+    shuffled[:, :, ::2, ::2] = seen[:, :, torch.randperm(seen.shape[2])].reshape_as(x[:, :, ::2, ::2])
+    unseen = x[:, :, 1::2].flatten(2)
+    shuffled[:, :, 1::2] = unseen[:, :, torch.randperm(unseen.shape[2])].reshape_as(x[:, :, 1::2])
     with torch.no_grad():
         a, b = enc(x), enc(shuffled)
         c = enc(x[:, [1, 2, 0]])                                        # hues rotated, edges kept
@@ -65,6 +69,7 @@ def test_the_colour_slice_ignores_where_pixels_are_and_the_shape_slice_ignores_h
     ({"colour_widths": []}, "at least one positive width"),
     ({"image_size": 34}, "multiple of 4"),
     ({"context_dim": -8, "shape_dim": 32}, "context >= 0"),
+    ({"colour_stride": 3}, "colour_stride 3 must be >= 1 and divide image_size 32"),
 ])
 def test_bad_factored_configs_say_what_to_fix(bad, message):
     with pytest.raises(ConfigError, match=message):

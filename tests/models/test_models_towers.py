@@ -126,6 +126,35 @@ def test_text_pools_at_first_end_of_text(tiny_vit):
     assert not torch.allclose(base[0], base[1], atol=1e-4)   # "cat" vs "dog" differ before EOT
 
 
+def test_packed_text_embeds_as_the_padded_batch_and_trains_the_same(tiny_vit):
+    tok, text = tiny_vit.tokenizer, tiny_vit.text
+    caps = ["a red square", "three small red striped diamonds on a checkered white background", "x",
+            "a photo of a dog", "一张红色图形的照片"]
+    ids = torch.from_numpy(tok.encode(caps))
+    ends = (ids == tok.eot_id).float().argmax(1)
+    assert int(ends.max()) < ids.shape[1] - 4                # so the packed groups are really cut short
+    base = text(ids)
+    packed = text.forward_packed(ids, groups=3)
+    torch.testing.assert_close(packed, base, atol=1e-5, rtol=0)
+    g_base = torch.autograd.grad(base.square().sum(), text.encoder.pos_embed)[0]
+    g_packed = torch.autograd.grad(text.forward_packed(ids, groups=3).square().sum(), text.encoder.pos_embed)[0]
+    torch.testing.assert_close(g_packed, g_base, atol=1e-5, rtol=1e-4)
+    assert float(g_base[int(ends.max()) + 1:].abs().max()) == 0.0   # positions after every EOT learn nothing
+    with pytest.raises(ValueError, match="this tower takes 32 tokens"):
+        text(torch.zeros(1, 40, dtype=torch.int32))
+
+
+def test_a_non_causal_text_tower_is_never_packed():
+    from edgeclip.models import build_builtin
+
+    m = build_builtin("tiny-vit", text={"causal": False})
+    ids = torch.from_numpy(m.tokenizer.encode(["a red square", "x"]))
+    assert not m.text.encoder.trims
+    torch.testing.assert_close(m.text.forward_packed(ids), m.text(ids), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="not causal"):
+        m.text(ids[:, :8])
+
+
 def test_text_mask_is_fp16_safe_and_half_precision_pools_correctly(tiny_vit, cosine):
     mask = tiny_vit.text.encoder.mask
     assert torch.isfinite(mask).all() and mask.min().item() == MASK_VALUE
