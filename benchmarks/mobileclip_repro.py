@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     reinforce_s = time.perf_counter() - t0
     teacher = load_model(f"file:{run_pretrain(recipe)['model']}").eval()
     result = {"schema": "edgeclip.mobileclip-repro/1", "steps": args.steps, "batch_size": stage.batch_size,
-              "lr": stage.lr, "student": stage.student, "machine": platform.platform(),
+              "lr": stage.lr, "student": stage.student, "teacher_uri": recipe.teacher, "machine": platform.platform(),
               "threads": torch.get_num_threads(), "reinforce": {"seconds": reinforce_s, **{
                   k: made["index"][k] for k in ("samples", "k", "syn", "dtype")}},
               "teacher": score(teacher, args.eval_n), "runs": {}}

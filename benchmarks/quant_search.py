@@ -6,7 +6,7 @@ the naive int8-static artifact, and the searched one, i.e. the first mixed-preci
 passed the gates (or the naive artifact itself when it passed; or, when nothing passed, the
 search's last attempt, marked). Models:
 
-  teacher    the embedded default teacher (builtin:teacher-vit, pretrained here)
+  teacher    the embedded default teacher (builtin:teacher-factored since 2026-12-04, pretrained here)
   tinyclip   the TinyCLIP student of recipes/tinyclip-embedded.yaml (trained here)
   ViT-B-32   open_clip ViT-B/32, random init (speed and structure only: random weights say
   MobileCLIP2-S0   nothing about what quantization does to trained ones), same for MobileCLIP2-S0

@@ -4,7 +4,8 @@ With the same student shape, data, batch and number of steps:
   (a) affinity mimicking beats training the same student from scratch with the CLIP loss;
   (b) weight inheritance reaches the from-scratch student's final accuracy in fewer steps.
 
-Runs (all from the default teacher, ``edgeclip pretrain``'s ``builtin:teacher-vit``):
+Runs (all from the default teacher, ``edgeclip pretrain``'s ``builtin:teacher-factored``, and the
+default recipe's student shape: image tower whole, text width 128 -> 64 and 4 -> 2 layers):
   scratch+clip      random init (CLIP's init), CLIP loss, learned logit scale
   scratch+affinity  random init, affinity mimicking (alpha 1, scales fixed at 50)
   inherit+clip      manual weight inheritance, CLIP loss
@@ -29,7 +30,12 @@ RUNS = {
     "inherit+clip": {"inherit": "manual", "alpha": 0.0, "logit_scale": "learn"},
     "inherit+affinity": {"inherit": "manual", "alpha": 1.0},
 }
-SHAPE = {"image": {"width": 64}, "text": {"layers": 2}}
+
+
+def student_shape(recipe) -> dict:
+    """The default recipe's TinyCLIP student: its image/text overrides (none: that tower whole)."""
+    opts = recipe.distill[0].options
+    return {"image": dict(opts.get("image") or {}), "text": dict(opts.get("text") or {})}
 
 
 def score(model, n: int) -> dict[str, float]:
@@ -68,15 +74,16 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = default_recipe()
+    shape = student_shape(recipe)
     t = run_pretrain(recipe)
     print(f"teacher: {t['model']} ({'cached' if t['cached'] else 'trained'})", file=sys.stderr)
     teacher = load_model(f"file:{t['model']}").eval()
     result = {"schema": "edgeclip.tinyclip-repro/1", "steps": args.steps, "batch_size": args.batch_size,
-              "lr": args.lr, "student_shape": SHAPE, "machine": platform.platform(),
+              "lr": args.lr, "student_shape": shape, "teacher_uri": recipe.teacher, "machine": platform.platform(),
               "threads": torch.get_num_threads(), "teacher": score(teacher, args.eval_n), "runs": {}}
     source = DataSource(source="synthetic", samples=recipe.data.train.samples)
     for name in args.runs.split(","):
-        opts = TinyClipOptions(**RUNS[name], **SHAPE)
+        opts = TinyClipOptions(**RUNS[name], **shape)
         curve = []
 
         def on_eval(step, student, curve=curve):
@@ -116,7 +123,7 @@ def table(result: dict) -> str:
     keys = ["shape", "colour", "shape-colour", "zero_shot_mean", "i2t_r1"]
     rows = ["| run | step | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     t = result["teacher"]
-    rows.append("| teacher (4x128 / 4x128) | - | " + " | ".join(f"{t[k]:.1%}" for k in keys) + " |")
+    rows.append(f"| teacher ({result.get('teacher_uri', 'builtin:teacher-vit')}) | - | " + " | ".join(f"{t[k]:.1%}" for k in keys) + " |")
     for name, r in result["runs"].items():
         for c in r["curve"]:
             rows.append(f"| {name} | {c['step']} | " + " | ".join(f"{c[k]:.1%}" for k in keys) + " |")

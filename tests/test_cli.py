@@ -113,3 +113,19 @@ def test_output_into_a_closed_pipe_is_no_error(monkeypatch, capsys):
         pipe.close()
     assert rc == 0
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_build_progress_estimates_time_left_from_the_steps_after_training():
+    import io
+
+    from edgeclip.build.context import Progress
+
+    out = io.StringIO()
+    p = Progress(total=5, stream=out)
+    p.step("load + pretrain teacher builtin:x", "done", 200.0)   # minutes, once: no pace yet
+    p.step("distill 1/1 tinyclip", "done", 90.0)
+    p.step("export litert image fp32", "done", 2.0)
+    p.step("verify litert image fp32", "done", 4.0)
+    p.step("bundle", "done", 1.0)
+    lines = out.getvalue().splitlines()
+    assert [ln.rsplit("left ~", 1)[1] for ln in lines] == ["   ?", "   ?", "   4s", "   3s", "   0s"]

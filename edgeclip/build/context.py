@@ -40,20 +40,29 @@ def default_root(recipe_name: str) -> Path:
     return Path("build") / recipe_name
 
 
+# once-per-build training stages: minutes each, so their pace says nothing about the exports after
+_TRAINING_STEPS = ("load", "distill")
+
+
 class Progress:
-    """One line per step on stderr: [i/N] stage, elapsed, estimated time left."""
+    """One line per step on stderr: [i/N] stage, elapsed, estimated time left (from the pace of
+    the steps after training; ``?`` until one has run)."""
 
     def __init__(self, total: int, stream=None):
         # sys.stderr looked up now, not at import: it may have been replaced since (tests, notebooks)
         self.total, self.done, self.t0 = total, 0, time.perf_counter()
         self.stream = stream if stream is not None else sys.stderr
+        self._paced: list[float] = []
 
     def step(self, label: str, status: str, seconds: float) -> None:
         self.done += 1
         elapsed = time.perf_counter() - self.t0
-        left = elapsed / self.done * (self.total - self.done)
+        if not label.startswith(_TRAINING_STEPS):
+            self._paced.append(seconds)
+        left = (f"{sum(self._paced) / len(self._paced) * (self.total - self.done):4.0f}s" if self._paced
+                else "   ?" if self.done < self.total else "   0s")
         print(f"[{self.done:>2}/{self.total}] {label:<44} {status:<7} {seconds:6.1f}s"
-              f"   elapsed {elapsed:5.0f}s  left ~{left:4.0f}s", file=self.stream, flush=True)
+              f"   elapsed {elapsed:5.0f}s  left ~{left}", file=self.stream, flush=True)
 
 
 @dataclass
