@@ -33,6 +33,7 @@ def test_pretrain_trains_once_scores_both_languages_and_builds_reuse_it(tmp_path
     printed = capsys.readouterr().out
     assert "trained in" in printed and "chance" in printed and "zh" in printed
     [folder] = list((root / ".cache").glob("teacher-*"))
+    assert not list((root / ".cache").glob("ckpt-*"))   # the resume checkpoint goes once the teacher is in
     scores = json.loads((folder / "zero_shot.json").read_text())
     assert set(scores) == {"en", "zh"}
     for kinds in scores.values():

@@ -16,7 +16,7 @@ from .. import tool_versions
 from .._io import write_json_atomic
 from ..build.cache import BuildLock, StageCache
 from ..build.context import default_root
-from ..build.stages.teacher import make_teacher, teacher_key
+from ..build.stages.teacher import drop_resume_checkpoint, make_teacher, teacher_key
 from ..errors import InputError
 
 __all__ = ["run_pretrain", "score_teacher", "format_scores", "main"]
@@ -70,6 +70,7 @@ def run_pretrain(recipe, out_root: Path | None = None, force: bool = False) -> d
             with cache.build("teacher", key) as tmp:
                 make_teacher(recipe, key, cache.root, tmp)
             folder = cache.path("teacher", key)
+            drop_resume_checkpoint(cache.root, "teacher", key)
         scores_path = folder / "zero_shot.json"
         stale = scores_path.exists() and "retrieval-i2t" not in json.loads(scores_path.read_text()).get("en", {})
         if stale or not scores_path.exists():  # written beside the weights, outside the stage's key

@@ -90,6 +90,8 @@ def test_two_ranks_follow_one_process_at_the_same_global_batch(runs):
     np.testing.assert_allclose(b, a, rtol=1e-2)
     assert a[-1] < a[0]  # and it learned something
     assert "2" in runs["two"].stdout.split("ranks")[1]  # rank 0's table says how many ranks trained
+    for name in ("one", "two"):   # a published stage drops its resume checkpoint (weights + optimizer)
+        assert not list((runs["root"] / name / ".cache").glob("ckpt-*")), name
 
 
 @pytest.mark.slow

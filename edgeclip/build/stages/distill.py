@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ..._io import stable_hash
+from .teacher import drop_resume_checkpoint
 
 __all__ = ["distill", "stage_keys"]
 
@@ -53,6 +54,8 @@ def distill(ctx, teacher_dir: Path, teacher_key: str, upto: int | None = None,
                 with tempfile.TemporaryDirectory(prefix=f"edgeclip-rank{rank}-") as tmp:
                     run(Path(tmp))
         barrier()  # rank 0 has published this stage: the next one starts from it
+        if rank == 0:
+            drop_resume_checkpoint(ctx.cache.root, "distill", key)
         ctx.distill_dirs.append((st, model_dir))
     return model_dir, key
 

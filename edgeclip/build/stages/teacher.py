@@ -63,12 +63,20 @@ def make_teacher(r, key: str, cache_root: Path, out: Path) -> None:
     save_model(model, out / "model.safetensors")
 
 
+def drop_resume_checkpoint(cache_root: Path, stage: str, key: str) -> None:
+    """Delete a training stage's resume checkpoint once its folder is published: it only serves a
+    killed run, and it holds weights and optimizer state (80 MB for the default teacher)."""
+    import shutil
+    shutil.rmtree(Path(cache_root) / f"ckpt-{stage}-{key}", ignore_errors=True)
+
+
 def teacher(ctx) -> tuple[Path, str]:
     r = ctx.plan.recipe
     key = teacher_key(r, ctx.versions["torch"])
     what = "load + pretrain teacher" if r.pretrain else "load teacher"
     folder = ctx.timed(f"{what} {r.teacher}", "teacher", key, ctx.cache,
                        lambda tmp: make_teacher(r, key, ctx.cache.root, tmp))
+    drop_resume_checkpoint(ctx.cache.root, "teacher", key)
     return folder, key
 
 
