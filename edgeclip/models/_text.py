@@ -26,9 +26,10 @@ def causal_mask(n: int) -> torch.Tensor:
 
 
 class TextTransformer(nn.Module):
-    """``int32[B,L] -> float32[B,embed_dim]`` (unnormalized); L is ``context_length``, or less on a
-    causal tower (``trims``): there nothing after a row's end-of-text token reaches it, so rows cut
-    after their last end-of-text embed the same (training packs short captions this way)."""
+    """``int32[B,L] -> float32[B,embed_dim]`` (unnormalized); L must equal ``context_length``. On a
+    causal tower (``trims``) nothing after a row's end-of-text token reaches it, so
+    ``forward_prefix`` embeds rows cut after their last end-of-text the same (training packs short
+    captions this way)."""
 
     def __init__(self, spec: TextSpec):
         super().__init__()
@@ -57,12 +58,19 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.proj.weight, std=self.spec.width ** -0.5)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        pos, mask, n = self.pos_embed, self.mask, ids.shape[1]
-        if n != pos.shape[0]:   # a trimmed batch (a Python int at export: no slice in the graph)
-            if not self.trims or n > pos.shape[0]:
-                raise ValueError(f"text ids of length {n}: this tower takes {pos.shape[0]} tokens"
-                                 + ("" if self.trims else " (not causal: no trimmed rows)"))
-            pos, mask = pos[:n], mask[..., :n, :n]
+        # no branch on the input's shape: torch.fx (coremltools' compression) traces this symbolically
+        return self._encode(ids, self.pos_embed, self.mask)
+
+    def forward_prefix(self, ids: torch.Tensor) -> torch.Tensor:
+        """``forward`` on rows cut after their last end-of-text token (``L <= context_length``);
+        causal towers only (``trims``)."""
+        n, full = ids.shape[1], self.pos_embed.shape[0]
+        if not self.trims or n > full:
+            raise ValueError(f"text ids of length {n}: this tower takes {full} tokens"
+                             + ("" if self.trims else " (not causal: no trimmed rows)"))
+        return self._encode(ids, self.pos_embed[:n], self.mask[..., :n, :n])
+
+    def _encode(self, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.token_embedding(ids.long()) + pos
         for blk in self.blocks:
             x = blk(x, mask)

@@ -1,7 +1,8 @@
 """The builtin architectures (``builtin:NAME``), random-init from a seed.
 
 They follow timm's pattern: each is a short function over one shared builder, registered in
-``MODELS``; their text towers use open_clip's BPE tokenizer with a short context.
+``MODELS``; their text towers use open_clip's BPE tokenizer with a short context (32 tokens;
+teacher-factored's is 112, since a Chinese caption takes up to 105 byte-level tokens).
 """
 from __future__ import annotations
 

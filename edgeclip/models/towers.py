@@ -92,7 +92,7 @@ class TextTower(nn.Module):
             return self(ids)
         ends = torch.argmax((ids == self.eot_id).to(torch.float32), dim=-1)   # first EOT, as the encoder
         order = torch.argsort(ends)
-        parts = [self(ids[rows, :int(ends[rows].max()) + 1])
+        parts = [l2_normalize(self.encoder.forward_prefix(ids[rows, :int(ends[rows].max()) + 1]))
                  for rows in order.chunk(min(groups, ids.shape[0]))]
         return torch.cat(parts)[torch.argsort(order)]
 

@@ -165,10 +165,12 @@ def test_two_builds_gate_each_other(tmp_path, capsys):
     metrics = {r["metric"] for r in report["results"] if r["backend"] == "onnx"}
     assert {"latency_p50_ms", "latency_spread", "latency_p50_roofline", "gflop"} <= metrics
 
-    # the same artifacts timed again (median of two interleaved runs) pass against the build's own timing
+    # the same artifacts timed again (median of two interleaved runs) pass against the build's own
+    # timing; 200%, not 50%: a 0.4 ms artifact on a shared 2-core VM once retimed at +60% (noise band
+    # 39%), and the 40x slower build below still fails at the default threshold
     summary = tmp_path / "summary.md"
     assert main(["bench", str(fast), "--repeat", "2", "--baseline", str(fast / "report.json"),
-                 "--max-regression", "50%", "--summary", str(summary)]) == 0
+                 "--max-regression", "200%", "--summary", str(summary)]) == 0
     out = capsys.readouterr().out
     assert "milliseconds" in out and "onnx/image/fp32" in out and "no regressions" in out
     retimed = json.loads((fast / "bench-host" / "report.json").read_text())
