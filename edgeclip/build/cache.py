@@ -20,7 +20,18 @@ from typing import Iterator
 from .._io import pid_alive
 from ..errors import InputError
 
-__all__ = ["StageCache", "BuildLock"]
+__all__ = ["StageCache", "BuildLock", "resume_checkpoint_dir", "drop_resume_checkpoint"]
+
+
+def resume_checkpoint_dir(cache_root: Path, stage: str, key: str) -> Path:
+    """Where a training stage (teacher, distill) keeps ``state.pt`` so a killed build resumes."""
+    return Path(cache_root) / f"ckpt-{stage}-{key}"
+
+
+def drop_resume_checkpoint(cache_root: Path, stage: str, key: str) -> None:
+    """Delete a training stage's resume checkpoint once its folder is published: it only serves a
+    killed run, and it holds weights and optimizer state (80 MB for the default teacher)."""
+    shutil.rmtree(resume_checkpoint_dir(cache_root, stage, key), ignore_errors=True)
 
 
 class StageCache:

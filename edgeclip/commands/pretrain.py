@@ -14,9 +14,9 @@ from pathlib import Path
 
 from .. import tool_versions
 from .._io import write_json_atomic
-from ..build.cache import BuildLock, StageCache
+from ..build.cache import BuildLock, StageCache, drop_resume_checkpoint
 from ..build.context import default_root
-from ..build.stages.teacher import drop_resume_checkpoint, make_teacher, teacher_key
+from ..build.stages.teacher import make_teacher, teacher_key
 from ..errors import InputError
 
 __all__ = ["run_pretrain", "score_teacher", "format_scores", "main"]

@@ -50,13 +50,8 @@ class ClipTrainModule(nn.Module):
         return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor):
-        return self.image(pixels), _embed_texts(self.text, ids), self.scale()
-
-
-def _embed_texts(text: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """The text tower on ``ids``, length-packed where the tower can (``TextTower.forward_packed``)."""
-    packed = getattr(text, "forward_packed", None)
-    return packed(ids) if packed is not None else text(ids)
+        # length-packed: the same embeddings, without the work on padding (TextTower.forward_packed)
+        return self.image(pixels), self.text.forward_packed(ids), self.scale()
 
 
 class PromptTrainModule(ClipTrainModule):
@@ -68,7 +63,7 @@ class PromptTrainModule(ClipTrainModule):
         self.register_buffer("prompt_ids", prompt_ids, persistent=False)
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor):
-        both = _embed_texts(self.text, torch.cat([ids, self.prompt_ids.to(ids.dtype)]))
+        both = self.text.forward_packed(torch.cat([ids, self.prompt_ids.to(ids.dtype)]))
         n = ids.shape[0]
         return self.image(pixels), both[:n], both[n:], self.scale()
 
@@ -78,7 +73,7 @@ class ReinforcedTrainModule(ClipTrainModule):
     batch with the real ones), so everything goes through the (DDP-wrapped) forward."""
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor, syn_ids: torch.Tensor):
-        both = _embed_texts(self.text, torch.cat([ids, syn_ids]))
+        both = self.text.forward_packed(torch.cat([ids, syn_ids]))
         n = ids.shape[0]
         return self.image(pixels), both[:n], both[n:], self.scale()
 

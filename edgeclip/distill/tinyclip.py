@@ -146,7 +146,7 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
     import torch
 
     from .losses import tinyclip_loss
-    from .pretrain import ClipTrainModule, _embed_texts
+    from .pretrain import ClipTrainModule
     from .trainer import TrainConfig, fit_stage, stage_checkpoint_every
 
     student, info = make_student(init, opts, seed)
@@ -173,7 +173,7 @@ def distill(teacher, init, opts: TinyClipOptions, *, steps: int, batch_size: int
         with torch.no_grad():
             if dev != pixels.device:
                 teacher.to(pixels.device)
-            t_img, t_txt = teacher.image(t_pixels), _embed_texts(teacher.text, t_ids)
+            t_img, t_txt = teacher.image(t_pixels), teacher.text.forward_packed(t_ids)
         img, txt, scale = model(pixels, ids)
         out = tinyclip_loss(img, txt, scale, t_img, t_txt, t_scale, alpha=float(opts.alpha))
         if masks is not None:

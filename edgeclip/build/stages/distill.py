@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ..._io import stable_hash
-from .teacher import drop_resume_checkpoint
+from ..cache import drop_resume_checkpoint, resume_checkpoint_dir
 
 __all__ = ["distill", "stage_keys"]
 
@@ -44,7 +44,7 @@ def distill(ctx, teacher_dir: Path, teacher_key: str, upto: int | None = None,
 
         def run(tmp: Path, st=st, prev=prev, key=key):
             METHODS.get(st.method).run(teacher_dir=teacher_dir, init_dir=prev, stage=st, recipe=r, out=tmp,
-                                       checkpoint_dir=ctx.cache.root / f"ckpt-distill-{key}", device=device)
+                                       checkpoint_dir=resume_checkpoint_dir(ctx.cache.root, "distill", key), device=device)
 
         if rank == 0:
             model_dir = ctx.timed(f"distill {i + 1}/{len(r.distill)} {st.method}", "distill", key, ctx.cache, run)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..._io import sha256_path, stable_hash
+from ..cache import drop_resume_checkpoint, resume_checkpoint_dir
 from ...errors import ConfigError
 
 __all__ = ["pretrain_source", "teacher_key", "make_teacher", "teacher"]
@@ -59,15 +60,8 @@ def make_teacher(r, key: str, cache_root: Path, out: Path) -> None:
     from ...models import load_model, save_model
     model = load_model(r.teacher)
     if r.pretrain:
-        _pretrain(model, r, cache_root / f"ckpt-teacher-{key}")
+        _pretrain(model, r, resume_checkpoint_dir(cache_root, "teacher", key))
     save_model(model, out / "model.safetensors")
-
-
-def drop_resume_checkpoint(cache_root: Path, stage: str, key: str) -> None:
-    """Delete a training stage's resume checkpoint once its folder is published: it only serves a
-    killed run, and it holds weights and optimizer state (80 MB for the default teacher)."""
-    import shutil
-    shutil.rmtree(Path(cache_root) / f"ckpt-{stage}-{key}", ignore_errors=True)
 
 
 def teacher(ctx) -> tuple[Path, str]:
