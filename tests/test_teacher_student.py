@@ -5,14 +5,27 @@ from __future__ import annotations
 
 from edgeclip.config import default_recipe
 from edgeclip.models._build import assemble
-from edgeclip.models.builtins import builtin_config
 from edgeclip.models.inherit import student_config
 from edgeclip.verify.distill_summary import distill_md, teacher_student_rows
 
 
-def _params(cfg) -> int:
-    m = assemble(cfg, uri="builtin:test", seed=0)
+def _params(cfg, tokenizer=None) -> int:
+    m = assemble(cfg, uri="builtin:test", seed=0, tokenizer=tokenizer)
     return sum(p.numel() for tower in (m.image, m.text) for p in tower.parameters())
+
+
+def _teacher(r):
+    """The default teacher as pretraining makes it: with its own caption tokenizer
+    (``pretrain.tokenizer``), so its text table has the trained vocabulary's rows, not CLIP's 49408."""
+    from edgeclip.build.stages.teacher import pretrain_source
+    from edgeclip.distill import training_pairs
+    from edgeclip.distill.caption_tokenizer import with_caption_tokenizer
+    from edgeclip.models import load_model
+
+    assert r.pretrain and r.pretrain.tokenizer
+    model = load_model(r.teacher)
+    pairs = training_pairs(pretrain_source(r), model.facts.image_size, r.seed)
+    return with_caption_tokenizer(model, pairs, r.pretrain.tokenizer)
 
 
 def test_default_recipe_distils_a_tinyclip_student_of_at_most_half_the_teacher():
@@ -20,9 +33,11 @@ def test_default_recipe_distils_a_tinyclip_student_of_at_most_half_the_teacher()
     assert [s.method for s in r.distill] == ["tinyclip"]
     opts = r.distill[0].options
     assert opts["inherit"] == "manual"
-    teacher = builtin_config(r.teacher.removeprefix("builtin:"))
+    model = _teacher(r)
+    teacher = model.config
+    assert teacher["text"]["vocab_size"] < 49408 and teacher["tokenizer"]["kind"] == "hf"
     student = student_config(teacher, opts.get("image"), opts.get("text"))
-    t, s = _params(teacher), _params(student)
+    t, s = _params(teacher, model.tokenizer), _params(student, model.tokenizer)
     assert s <= 0.5 * t, (s, t)
     for key in ("layers", "width", "outline_widths"):   # a ViT's or a factored tower's depth and widths
         if key in teacher["image"]:

@@ -19,7 +19,7 @@ from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TOWERS, parse_model_u
 
 __all__ = [
     "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Budgets", "MixedPrecision", "SELECT_POLICIES", "Target", "DataSource",
-    "DataConfig", "PretrainConfig", "DistillStage", "QuantizationConfig", "ExportConfig", "Recipe",
+    "DataConfig", "PretrainConfig", "check_tokenizer_train", "DistillStage", "QuantizationConfig", "ExportConfig", "Recipe",
     "load_target", "load_recipe", "default_recipe", "list_targets", "list_recipes",
     "search_dirs", "parse_model_uri", "DEFAULT_RECIPE",
 ]
@@ -209,6 +209,22 @@ class DistillStage:
                 raise ConfigError(f"{k}: must be >= 1, found {getattr(self, k)}")
 
 
+TOKENIZER_TRAIN_KEYS = ("vocab_size", "min_frequency", "context_length")
+
+
+def check_tokenizer_train(value: Any, where: str) -> None:
+    """``{train: {vocab_size: N, min_frequency: M, context_length: L}}`` (each optional): a byte-level
+    BPE trained on the recipe's captions (``models/bpe_train.py``); anything else is an error."""
+    ok = isinstance(value, dict) and set(value) == {"train"} and isinstance(value["train"], dict) \
+        and set(value["train"]) <= set(TOKENIZER_TRAIN_KEYS)
+    if not ok:
+        raise ConfigError(f"{where}: {{train: {{vocab_size: N}}}} (keys: {', '.join(TOKENIZER_TRAIN_KEYS)}), "
+                          f"found {value!r}")
+    for k, v in value["train"].items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{where}: train.{k} must be a positive integer, found {v!r}")
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Train the teacher from scratch with the CLIP loss on ``data.train`` before anything else:
@@ -221,6 +237,9 @@ class PretrainConfig:
     warmup_steps: int = 20
     languages: tuple[str, ...] | None = choice("en", "zh", default=None)  # None: data.train's
     prompt_loss: float = 0.0   # weight of the label prompt loss (distill/prompt_loss.py); synthetic data only
+    # {train: {vocab_size: N}}: the teacher gets a BPE trained on its own training captions (one
+    # token per CJK character) in place of its architecture's tokenizer; None keeps that one
+    tokenizer: dict[str, Any] | None = None
 
     def __post_init__(self):
         for k in ("steps", "batch_size"):
@@ -228,6 +247,8 @@ class PretrainConfig:
                 raise ConfigError(f"{k}: must be >= 1, found {getattr(self, k)}")
         if self.prompt_loss < 0:
             raise ConfigError(f"prompt_loss: must be >= 0 (0: the CLIP loss alone), found {self.prompt_loss}")
+        if self.tokenizer is not None:
+            check_tokenizer_train(self.tokenizer, "pretrain.tokenizer")
 
 
 @dataclass(frozen=True)
@@ -282,7 +303,11 @@ class Recipe:
     source: str = ""
 
     def __post_init__(self):
-        parse_model_uri(self.teacher)
+        scheme, _ = parse_model_uri(self.teacher)
+        if self.pretrain and self.pretrain.tokenizer and scheme != "builtin":
+            raise ConfigError(f"pretrain.tokenizer: a trained tokenizer resizes the text tower of a builtin "
+                              f"architecture; teacher {self.teacher} is not one (drop pretrain.tokenizer, "
+                              "or pretrain a builtin:NAME teacher)")
         if (self.distill or self.pretrain) and self.data.train is None:
             raise ConfigError("data.train: pretraining and distillation need training data; add "
                               "data.train (e.g. {source: synthetic, samples: 2000})")

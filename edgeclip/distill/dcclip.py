@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import check_tokenizer_train
 from ..errors import ConfigError
 from ._options import options_from
 
@@ -51,11 +52,8 @@ class DcClipOptions:
     def __post_init__(self):
         if self.phase not in PHASES:
             raise ConfigError(f"dcclip phase: {self.phase!r}; use one of {', '.join(PHASES)}")
-        t = self.tokenizer
-        ok = t == "teacher" or (isinstance(t, dict) and set(t) == {"train"} and isinstance(t["train"], dict)
-                                and set(t["train"]) <= {"vocab_size", "min_frequency", "context_length"})
-        if not ok:
-            raise ConfigError(f"dcclip tokenizer: 'teacher' or {{train: {{vocab_size: N}}}}, found {t!r}")
+        if self.tokenizer != "teacher":
+            check_tokenizer_train(self.tokenizer, "dcclip tokenizer ('teacher' or a trained BPE)")
         if min(self.smooth_l1_weight, self.cosine_weight) < 0 or self.smooth_l1_weight + self.cosine_weight == 0:
             raise ConfigError("dcclip smooth_l1_weight/cosine_weight: non-negative and not both 0")
 

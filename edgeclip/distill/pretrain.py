@@ -167,20 +167,25 @@ class SyntheticPairs:
             return base
         return shape_twin(base, np.random.default_rng([w.seed, 7, i // self.group]))
 
+    def captions(self, i: int) -> list[str]:
+        """Every caption variant of pair ``i``, epoch by epoch (nothing rendered)."""
+        from ..data import caption, paraphrases
+
+        w, s = self.world, self.scene(i)
+        return paraphrases(s, self.variants, w.lang, seed=w.seed) if w.paraphrase else [caption(s, w.lang)]
+
     def __getitem__(self, i: int):
-        from ..data import caption, paraphrases, render_scene
+        from ..data import render_scene
         from .prompt_loss import scene_labels
 
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} pairs")
         if i not in self._items:
             w, s = self.world, self.scene(i)
-            caps = (paraphrases(s, self.variants, w.lang, seed=w.seed) if w.paraphrase
-                    else [caption(s, w.lang)])
             key = (w.seed, w.split, w.image_size, self.twins, i)
             if key not in self._renders:
                 self._renders[key] = render_scene(s, w.image_size)
-            self._items[i] = (self._renders[key], caps, scene_labels(s))
+            self._items[i] = (self._renders[key], self.captions(i), scene_labels(s))
         image, caps, labels = self._items[i]
         return image, caps[self.epoch % len(caps)], {"index": i, "labels": labels}
 

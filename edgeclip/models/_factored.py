@@ -14,7 +14,7 @@ Layout, plain ops that every backend runs (conv, BN, ReLU, max pool, linear; the
 fixed grouped conv, square, sum, sqrt and a mean):
 
 - outline: ``EdgeMagnitude`` -> conv-BN-ReLU x len(outline_widths) (stride 1, then 2) -> global
-  max pool -> linear to ``shape_dim``;
+  max pool (``outline_pool: max+mean``: and the global mean beside it) -> linear to ``shape_dim``;
 - colours: 1x1 conv-ReLU x len(colour_widths), the first with stride ``colour_stride`` (a colour
   covers many pixels, so every 2nd one names them all at a quarter of the cost: at full resolution
   this bag took half the teacher's pretraining time) -> global max pool -> linear to ``colour_dim``;
@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from ._specs import FactoredSpec, ViTSpec
 from ._vit import ViT
 
-__all__ = ["EdgeMagnitude", "Factored"]
+__all__ = ["EdgeMagnitude", "Factored", "MaxMeanPool", "OUTLINE_POOLS"]
 
 
 class EdgeMagnitude(nn.Module):
@@ -48,6 +48,21 @@ class EdgeMagnitude(nn.Module):
         g = F.conv2d(x, self.kernel, padding=1, groups=3)
         mag = (g * g).sum(1, keepdim=True).add(1e-6).sqrt()
         return mag / mag.mean((2, 3), keepdim=True)
+
+
+OUTLINE_POOLS = {"max": 1, "max+mean": 2}   # name -> pooled features per channel
+
+
+class MaxMeanPool(nn.Module):
+    """``[B, C, k, k] -> [B, 2C, 1, 1]``: the global max (is an outline there) and the global mean
+    (how much of it: max pooling alone cannot tell one cross from three), as plain pool ops."""
+
+    def __init__(self, kernel: int):
+        super().__init__()
+        self.max, self.mean = nn.MaxPool2d(kernel), nn.AvgPool2d(kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.max(x), self.mean(x)], dim=1)
 
 
 def _cbr(cin: int, cout: int, stride: int) -> list[nn.Module]:
@@ -79,8 +94,11 @@ class Factored(nn.Module):
         layers: list[nn.Module] = [EdgeMagnitude()]
         for i, w in enumerate(ow):
             layers += _cbr(ow[i - 1] if i else 1, w, 2 if i else 1)
-        self.outline = nn.Sequential(*layers, nn.MaxPool2d(spec.image_size // down), nn.Flatten(1),
-                                     nn.Linear(ow[-1], spec.shape_dim))
+        if spec.outline_pool not in OUTLINE_POOLS:
+            raise ConfigError(f"factored tower: outline_pool {spec.outline_pool!r}; use one of {', '.join(OUTLINE_POOLS)}")
+        pools = OUTLINE_POOLS[spec.outline_pool]
+        pool = nn.MaxPool2d(spec.image_size // down) if pools == 1 else MaxMeanPool(spec.image_size // down)
+        self.outline = nn.Sequential(*layers, pool, nn.Flatten(1), nn.Linear(pools * ow[-1], spec.shape_dim))
         bag: list[nn.Module] = []
         for i, w in enumerate(cw):
             bag += [nn.Conv2d(cw[i - 1] if i else 3, w, 1, spec.colour_stride if i == 0 else 1), nn.ReLU()]

@@ -109,6 +109,7 @@ class FactoredSpec:
     colour_widths: tuple[int, ...] = (32, 64)
     colour_stride: int = 2     # the bag sees every 2nd pixel: as many colours, a quarter of the work
     shape_dim: int = 64        # what outlines are there: the outline map's global max
+    outline_pool: str = "max"  # "max+mean": the global mean beside it (how much outline: count, size)
     colour_dim: int = 64       # which colours are there: the bag's global max
     context_dim: int = 0       # the rest (where, how many, next to what): a ViT's; 0: no ViT
     context_patch: int = 8

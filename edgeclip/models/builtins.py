@@ -2,7 +2,8 @@
 
 They follow timm's pattern: each is a short function over one shared builder, registered in
 ``MODELS``; their text towers use open_clip's BPE tokenizer with a short context (32 tokens;
-teacher-factored's is 112, since a Chinese caption takes up to 105 byte-level tokens).
+teacher-factored's is 112, since a Chinese caption takes up to 105 byte-level tokens), unless a
+recipe's ``pretrain.tokenizer`` gives the teacher one trained on its captions.
 """
 from __future__ import annotations
 
@@ -79,14 +80,17 @@ def teacher_vit(**overrides) -> dict[str, Any]:
 
 @MODELS.register("teacher-factored")
 def teacher_factored(**overrides) -> dict[str, Any]:
-    """Teacher whose image tower is factored (``_factored.py``): a hue-blind outline CNN -> shape slice
-    (64), a bag of colours -> colour slice (64); the teacher-vit text tower (width 128 x 4 layers);
-    embed 128. Pretrained with the label prompt loss, it learns held-out shape."""
+    """Teacher whose image tower is factored (``_factored.py``): a hue-blind outline CNN (global max and
+    mean) -> shape slice (64), a bag of colours -> colour slice (64); the teacher-vit text tower
+    (width 128 x 4 layers); embed 128. Pretrained with the label prompt loss, it learns held-out shape."""
+    # the outline's global mean beside its max: max pooling alone cannot tell one cross from three,
+    # and a single-vs-count mix-up was the teacher's commonest retrieval error
     image = {"kind": "factored", "image_size": 64, "outline_widths": [16, 32, 64, 128], "colour_widths": [32, 64],
-             "colour_stride": 2,
+             "colour_stride": 2, "outline_pool": "max+mean",
              "shape_dim": 64, "colour_dim": 64, "embed_dim": 128}
-    # 112 tokens: the world's Chinese captions take 60 (median) to 105 byte-level BPE tokens, so at
-    # 32 every one was cut short; training packs rows by length, so English pays nothing for it
+    # 112 tokens: with CLIP's BPE the world's Chinese captions take 60 (median) to 105 byte-level
+    # tokens, so at 32 every one was cut short; training packs rows by length, so English pays
+    # nothing for it. The default recipe trains its own tokenizer instead (pretrain.tokenizer: 48)
     return _builtin("teacher-factored", image, _text(128, 4, 4, 128, context_length=112), overrides)
 
 

@@ -49,7 +49,11 @@ def _models_available() -> bool:
 
 HAVE_MODELS = _models_available()
 LOCAL_KINDS = ("vit", "conv", "text")
-BUILTIN_KINDS = ("builtin-vit-image", "builtin-vit-text", "builtin-mci-image") if HAVE_MODELS else ()
+# the default teacher's image tower (outline CNN with max+mean pool, bag of colours) is what the
+# default build ships: every backend converts it here, not only in a full android build
+BUILTIN_KINDS = ("builtin-vit-image", "builtin-vit-text", "builtin-mci-image",
+                 "builtin-factored-image") if HAVE_MODELS else ()
+_BUILTIN_IMAGE = {"vit": "builtin:tiny-vit", "mci": "builtin:tiny-mci", "factored": "builtin:teacher-factored"}
 
 
 @dataclass
@@ -69,7 +73,7 @@ def _image_inputs(kind):
     if kind.startswith("builtin"):
         from edgeclip.models import load_model, preprocess_images, reparameterize
 
-        m = load_model("builtin:tiny-vit" if "vit" in kind else "builtin:tiny-mci")
+        m = load_model(_BUILTIN_IMAGE[kind.split("-")[1]])
         tower = reparameterize(m.image) if "mci" in kind else m.image
         f = m.facts
 

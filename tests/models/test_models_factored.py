@@ -70,6 +70,7 @@ def test_the_colour_slice_ignores_where_pixels_are_and_the_shape_slice_ignores_h
     ({"image_size": 34}, "multiple of 4"),
     ({"context_dim": -8, "shape_dim": 32}, "context >= 0"),
     ({"colour_stride": 3}, "colour_stride 3 must be >= 1 and divide image_size 32"),
+    ({"outline_pool": "mean"}, "outline_pool 'mean'; use one of max, max[+]mean"),
 ])
 def test_bad_factored_configs_say_what_to_fix(bad, message):
     with pytest.raises(ConfigError, match=message):
@@ -85,3 +86,27 @@ def test_a_saved_factored_model_loads_with_its_slices_and_outputs(tmp_path):
     assert back.config["image"]["kind"] == "factored" and back.image.encoder.slices == m.image.encoder.slices
     x = _images(2, 32)
     torch.testing.assert_close(back.encode_image(x), m.encode_image(x), atol=1e-6, rtol=1e-6)
+
+
+def test_max_and_mean_pool_tells_one_outline_from_three_and_stays_hue_blind():
+    """The default teacher pools its outline map by max *and* mean: a global max alone is the same
+    for one blob of response and for three (a count the captions name)."""
+    from edgeclip.models._factored import MaxMeanPool
+
+    assert build_builtin("teacher-factored").image.encoder.spec.outline_pool == "max+mean"
+    one = torch.zeros(1, 2, 8, 8)
+    one[:, :, 1:3, 1:3] = 1.0
+    three = one.clone()
+    three[:, :, 5:7, 1:3] = three[:, :, 1:3, 5:7] = 1.0
+    pool = MaxMeanPool(8)
+    a, b = pool(one), pool(three)
+    assert a.shape == (1, 4, 1, 1)
+    torch.testing.assert_close(a[:, :2], b[:, :2])                       # the max: the same
+    torch.testing.assert_close(b[:, 2:], 3 * a[:, 2:])                   # the mean: three times
+    enc = build_builtin("teacher-factored", seed=0, image={**SMALL, "context_dim": 0, "shape_dim": 24,
+                                                           "outline_pool": "max+mean"},
+                        text={"width": 32, "layers": 1, "heads": 2, "embed_dim": 32}).image.encoder.eval()
+    assert isinstance(enc.outline[-3], MaxMeanPool) and enc.outline[-1].in_features == 2 * SMALL["outline_widths"][-1]
+    x, sl = _scenes(3, 32), enc.slices["shape"]
+    with torch.no_grad():                                                # still blind to hue
+        torch.testing.assert_close(enc(x)[:, sl], enc(x[:, [2, 0, 1]])[:, sl], atol=1e-4, rtol=1e-4)

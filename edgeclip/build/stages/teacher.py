@@ -33,8 +33,9 @@ def teacher_key(r, torch_version: str) -> str:
     if r.pretrain:
         from ...distill.pretrain import PRETRAIN_DEFAULTS
         pt = {k: getattr(r.pretrain, k) for k in ("steps", "batch_size", "lr", "weight_decay", "warmup_steps")}
-        if r.pretrain.prompt_loss:   # only when set, so teachers trained without it keep their keys
-            pt["prompt_loss"] = r.pretrain.prompt_loss
+        for k in ("prompt_loss", "tokenizer"):  # only when set, so teachers trained without them keep their keys
+            if getattr(r.pretrain, k):
+                pt[k] = getattr(r.pretrain, k)
         pt["defaults"] = PRETRAIN_DEFAULTS
     return stable_hash("teacher", r.teacher, _resolved(r.teacher), r.seed, pt,
                        pretrain_source(r) if r.pretrain else None, torch_version)
@@ -60,7 +61,7 @@ def make_teacher(r, key: str, cache_root: Path, out: Path) -> None:
     from ...models import load_model, save_model
     model = load_model(r.teacher)
     if r.pretrain:
-        _pretrain(model, r, resume_checkpoint_dir(cache_root, "teacher", key))
+        model = _pretrain(model, r, resume_checkpoint_dir(cache_root, "teacher", key))
     save_model(model, out / "model.safetensors")
 
 
@@ -74,9 +75,11 @@ def teacher(ctx) -> tuple[Path, str]:
     return folder, key
 
 
-def _pretrain(model, r, checkpoint_dir: Path) -> None:
+def _pretrain(model, r, checkpoint_dir: Path):
     """CLIP-loss training from scratch; checkpoints outside the stage folder so a killed
-    build resumes from the last checkpoint instead of step 0."""
+    build resumes from the last checkpoint instead of step 0. With ``pretrain.tokenizer`` the
+    model first gets a BPE trained on its training captions (``distill/caption_tokenizer.py``).
+    Returns the trained model."""
     from ...distill import training_pairs
     from ...distill.pretrain import pretrain_clip
     src, pt = pretrain_source(r), r.pretrain
@@ -84,6 +87,9 @@ def _pretrain(model, r, checkpoint_dir: Path) -> None:
         raise ConfigError(f"pretrain: training a teacher from scratch on {src.source} data is not "
                           "supported yet; use data.train.source: synthetic or a pretrained teacher")
     data = training_pairs(src, model.facts.image_size, r.seed)  # one caption language after another
-    pretrain_clip(model, data, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
-                  weight_decay=pt.weight_decay, warmup_steps=pt.warmup_steps, seed=r.seed,
-                  checkpoint_dir=str(checkpoint_dir), prompt_loss=pt.prompt_loss)
+    if pt.tokenizer:
+        from ...distill.caption_tokenizer import with_caption_tokenizer
+        model = with_caption_tokenizer(model, data, pt.tokenizer)
+    return pretrain_clip(model, data, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
+                         weight_decay=pt.weight_decay, warmup_steps=pt.warmup_steps, seed=r.seed,
+                         checkpoint_dir=str(checkpoint_dir), prompt_loss=pt.prompt_loss)
