@@ -248,7 +248,7 @@ class PretrainConfig:
         if self.prompt_loss < 0:
             raise ConfigError(f"prompt_loss: must be >= 0 (0: the CLIP loss alone), found {self.prompt_loss}")
         if self.tokenizer is not None:
-            check_tokenizer_train(self.tokenizer, "pretrain.tokenizer")
+            check_tokenizer_train(self.tokenizer, "tokenizer")
 
 
 @dataclass(frozen=True)
