@@ -19,7 +19,8 @@ from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TOWERS, parse_model_u
 
 __all__ = [
     "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Budgets", "MixedPrecision", "SELECT_POLICIES", "Target", "DataSource",
-    "DataConfig", "PretrainConfig", "check_tokenizer_train", "DistillStage", "QuantizationConfig", "ExportConfig", "Recipe",
+    "DataConfig", "PretrainConfig", "check_tokenizer_train", "DistillStage", "QuantizationConfig",
+    "ExportConfig", "Recipe",
     "load_target", "load_recipe", "default_recipe", "list_targets", "list_recipes",
     "search_dirs", "parse_model_uri", "DEFAULT_RECIPE",
 ]

@@ -95,7 +95,8 @@ class Factored(nn.Module):
         for i, w in enumerate(ow):
             layers += _cbr(ow[i - 1] if i else 1, w, 2 if i else 1)
         if spec.outline_pool not in OUTLINE_POOLS:
-            raise ConfigError(f"factored tower: outline_pool {spec.outline_pool!r}; use one of {', '.join(OUTLINE_POOLS)}")
+            raise ConfigError(f"factored tower: outline_pool {spec.outline_pool!r}; use one of "
+                              f"{', '.join(OUTLINE_POOLS)}")
         pools = OUTLINE_POOLS[spec.outline_pool]
         pool = nn.MaxPool2d(spec.image_size // down) if pools == 1 else MaxMeanPool(spec.image_size // down)
         self.outline = nn.Sequential(*layers, pool, nn.Flatten(1), nn.Linear(pools * ow[-1], spec.shape_dim))

@@ -83,7 +83,8 @@ def test_teacher_with_its_tokenizer_embeds_and_round_trips(teacher, tmp_path):
     save_model(teacher, tmp_path / "t.safetensors")
     again = load_model(f"file:{tmp_path / 't.safetensors'}")
     assert again.tokenizer.kind == "hf" and again.facts.vocab_size == teacher.facts.vocab_size
-    np.testing.assert_array_equal(again.tokenizer.encode(["一个红色的圆形"]), teacher.tokenizer.encode(["一个红色的圆形"]))
+    zh = ["一个红色的圆形"]
+    np.testing.assert_array_equal(again.tokenizer.encode(zh), teacher.tokenizer.encode(zh))
 
 
 RECIPE = """
