@@ -15,17 +15,12 @@ def _params(cfg, tokenizer=None) -> int:
 
 
 def _teacher(r):
-    """The default teacher as pretraining makes it: with its own caption tokenizer
+    """The default teacher as pretraining starts from it: with its own caption tokenizer
     (``pretrain.tokenizer``), so its text table has the trained vocabulary's rows, not CLIP's 49408."""
-    from edgeclip.build.stages.teacher import pretrain_source
-    from edgeclip.distill import training_pairs
-    from edgeclip.distill.caption_tokenizer import with_caption_tokenizer
-    from edgeclip.models import load_model
+    from edgeclip.build.stages.teacher import untrained_teacher
 
     assert r.pretrain and r.pretrain.tokenizer
-    model = load_model(r.teacher)
-    pairs = training_pairs(pretrain_source(r), model.facts.image_size, r.seed)
-    return with_caption_tokenizer(model, pairs, r.pretrain.tokenizer)
+    return untrained_teacher(r)[0]
 
 
 def test_default_recipe_distils_a_tinyclip_student_of_at_most_half_the_teacher():

@@ -61,8 +61,10 @@ class Plan:
         s = [f"load teacher      {self.recipe.teacher}"]
         pt = self.recipe.pretrain
         if pt:
-            tok = f", own BPE tokenizer (vocab <= {pt.tokenizer['train'].get('vocab_size', 2000)})" \
-                if pt.tokenizer else ""
+            tok = ""
+            if pt.tokenizer:
+                from ..models.bpe_train import DEFAULT_VOCAB
+                tok = f", own BPE tokenizer (vocab <= {pt.tokenizer['train'].get('vocab_size', DEFAULT_VOCAB)})"
             s.append(f"pretrain teacher  CLIP loss on {_describe_source(self.recipe.data.train)} "
                      f"({pt.steps} steps, batch {pt.batch_size}){tok}")
         if self.recipe.distill:

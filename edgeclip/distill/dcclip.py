@@ -79,7 +79,9 @@ def check(stage, recipe=None) -> None:
 def describe(stage) -> str:
     o = parse_options(stage.options)
     who = f"new student {stage.student}" if stage.student else "previous stage's student"
-    tok = "own tokenizer" if o.tokenizer == "teacher" else f"trained BPE ({o.tokenizer['train'].get('vocab_size', 2000)})"
+    from ..models.bpe_train import DEFAULT_VOCAB
+    tok = "own tokenizer" if o.tokenizer == "teacher" else \
+        f"trained BPE ({o.tokenizer['train'].get('vocab_size', DEFAULT_VOCAB)})"
     what = "feature distillation to the teacher (SmoothL1 + cosine, adapters folded)" if o.phase == "features" \
         else "multilingual InfoNCE alignment"
     return f"{what}, {who}, {tok}"

@@ -169,10 +169,13 @@ class SyntheticPairs:
 
     def captions(self, i: int) -> list[str]:
         """Every caption variant of pair ``i``, epoch by epoch (nothing rendered)."""
+        return self._captions_of(self.scene(i))
+
+    def _captions_of(self, scene) -> list[str]:
         from ..data import caption, paraphrases
 
-        w, s = self.world, self.scene(i)
-        return paraphrases(s, self.variants, w.lang, seed=w.seed) if w.paraphrase else [caption(s, w.lang)]
+        w = self.world
+        return paraphrases(scene, self.variants, w.lang, seed=w.seed) if w.paraphrase else [caption(scene, w.lang)]
 
     def __getitem__(self, i: int):
         from ..data import render_scene
@@ -185,7 +188,7 @@ class SyntheticPairs:
             key = (w.seed, w.split, w.image_size, self.twins, i)
             if key not in self._renders:
                 self._renders[key] = render_scene(s, w.image_size)
-            self._items[i] = (self._renders[key], self.captions(i), scene_labels(s))
+            self._items[i] = (self._renders[key], self._captions_of(s), scene_labels(s))
         image, caps, labels = self._items[i]
         return image, caps[self.epoch % len(caps)], {"index": i, "labels": labels}
 

@@ -33,12 +33,13 @@ from typing import Any, Iterable
 from ..errors import InputError
 from .tokenizers import HFTokenizer
 
-__all__ = ["SPECIAL_TOKENS", "TEST_TEXTS", "train_bpe", "text_overrides", "with_tokenizer"]
+__all__ = ["DEFAULT_VOCAB", "SPECIAL_TOKENS", "TEST_TEXTS", "train_bpe", "text_overrides", "with_tokenizer"]
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<sot>", "<eot>")  # ids 0..3, in this order
 PAD_ID, UNK_ID, SOT_ID, EOT_ID = range(4)
 _CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}]"  # scripts written without spaces: one pre-token each
 _MIN_VOCAB = 256 + len(SPECIAL_TOKENS)     # byte alphabet + specials
+DEFAULT_VOCAB = 2000                        # an upper bound: the embedded world's captions fill ~600
 
 # Test vectors for a bundle: both languages, mixed script, an unseen character, punctuation, empty.
 TEST_TEXTS = (
@@ -52,7 +53,7 @@ TEST_TEXTS = (
 )
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int = 2000, context_length: int = 32,
+def train_bpe(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB, context_length: int = 32,
               min_frequency: int = 2) -> HFTokenizer:
     """A byte-level BPE with ids ``<pad>``=0 ``<unk>``=1 ``<sot>``=2 ``<eot>``=3, framed to ``context_length``.
 

@@ -12,7 +12,7 @@ from ..._io import sha256_path, stable_hash
 from ..cache import drop_resume_checkpoint, resume_checkpoint_dir
 from ...errors import ConfigError
 
-__all__ = ["pretrain_source", "teacher_key", "make_teacher", "teacher"]
+__all__ = ["pretrain_source", "teacher_key", "make_teacher", "untrained_teacher", "teacher"]
 
 
 def pretrain_source(r):
@@ -59,10 +59,29 @@ def _resolved(uri: str):
 def make_teacher(r, key: str, cache_root: Path, out: Path) -> None:
     """Load (and pretrain, if the recipe says so) the teacher into ``out/model.safetensors``."""
     from ...models import load_model, save_model
-    model = load_model(r.teacher)
     if r.pretrain:
-        model = _pretrain(model, r, resume_checkpoint_dir(cache_root, "teacher", key))
+        model = _pretrain(*untrained_teacher(r), r, resume_checkpoint_dir(cache_root, "teacher", key))
+    else:
+        model = load_model(r.teacher)
     save_model(model, out / "model.safetensors")
+
+
+def untrained_teacher(r):
+    """``(model, pairs)``: the recipe's teacher as pretraining starts from it and the pairs it
+    trains on. With ``pretrain.tokenizer`` the model is rebuilt around a BPE trained on those
+    pairs' captions (``distill/caption_tokenizer.py``)."""
+    from ...distill import training_pairs
+    from ...models import load_model
+    src = pretrain_source(r)
+    if src.source != "synthetic":
+        raise ConfigError(f"pretrain: training a teacher from scratch on {src.source} data is not "
+                          "supported yet; use data.train.source: synthetic or a pretrained teacher")
+    model = load_model(r.teacher)
+    data = training_pairs(src, model.facts.image_size, r.seed)  # one caption language after another
+    if r.pretrain.tokenizer:
+        from ...distill.caption_tokenizer import with_caption_tokenizer
+        model = with_caption_tokenizer(model, data, r.pretrain.tokenizer)
+    return model, data
 
 
 def teacher(ctx) -> tuple[Path, str]:
@@ -75,21 +94,11 @@ def teacher(ctx) -> tuple[Path, str]:
     return folder, key
 
 
-def _pretrain(model, r, checkpoint_dir: Path):
+def _pretrain(model, data, r, checkpoint_dir: Path):
     """CLIP-loss training from scratch; checkpoints outside the stage folder so a killed
-    build resumes from the last checkpoint instead of step 0. With ``pretrain.tokenizer`` the
-    model first gets a BPE trained on its training captions (``distill/caption_tokenizer.py``).
-    Returns the trained model."""
-    from ...distill import training_pairs
+    build resumes from the last checkpoint instead of step 0. Returns the trained model."""
     from ...distill.pretrain import pretrain_clip
-    src, pt = pretrain_source(r), r.pretrain
-    if src.source != "synthetic":
-        raise ConfigError(f"pretrain: training a teacher from scratch on {src.source} data is not "
-                          "supported yet; use data.train.source: synthetic or a pretrained teacher")
-    data = training_pairs(src, model.facts.image_size, r.seed)  # one caption language after another
-    if pt.tokenizer:
-        from ...distill.caption_tokenizer import with_caption_tokenizer
-        model = with_caption_tokenizer(model, data, pt.tokenizer)
+    pt = r.pretrain
     return pretrain_clip(model, data, steps=pt.steps, batch_size=pt.batch_size, lr=pt.lr,
                          weight_decay=pt.weight_decay, warmup_steps=pt.warmup_steps, seed=r.seed,
                          checkpoint_dir=str(checkpoint_dir), prompt_loss=pt.prompt_loss)
