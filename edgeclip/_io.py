@@ -15,8 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-__all__ = ["pid_alive", "atomic_target", "atomic_file", "write_text_atomic", "write_json_atomic",
+__all__ = ["user_cache_dir", "pid_alive", "atomic_target", "atomic_file", "write_text_atomic", "write_json_atomic",
            "copy_atomic", "sha256_path", "stable_hash", "format_table", "markdown_table"]
+
+
+def user_cache_dir() -> Path:
+    """edgeclip's per-user cache (extracted bundles, the ARM64 twin's kit): ``$EDGECLIP_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/edgeclip``, else ``~/.cache/edgeclip``."""
+    env = os.environ.get("EDGECLIP_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgeclip"
 
 
 def _file_mode() -> int:

@@ -70,6 +70,11 @@ def _cmd_reinforce(args) -> int:
     return reinforce.main(args)
 
 
+def _cmd_device(args) -> int:
+    from .commands import device
+    return device.main(args)
+
+
 def _cmd_bench(args) -> int:
     from .commands import bench
     return bench.main(args)
@@ -96,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--force", metavar="STAGE", help="rerun from this stage on")
     b.add_argument("--reference", metavar="DIR",
                    help="use the reference 'edgeclip reference' stored in DIR (checked against this model)")
+    b.add_argument("--host-only", action="store_true",
+                   help="ignore the target's emulated ARM devices: verify and rank on this machine's CPU alone "
+                        "(android otherwise needs the ARM64 twin: edgeclip device setup arm64)")
     b.add_argument("--labels", metavar="FILE",
                    help="label set (one label per line, UTF-8) bundled with its text embeddings; also enables "
                         "a zero-shot-head tower (overrides the recipe's export.labels/labels_file)")
@@ -154,6 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("report", help="bundle folder (its report.json) or a report.json path")
     be.add_argument("--baseline", help="an earlier report.json to compare with")
     be.add_argument("--max-regression", default="10%", help="allowed p50 latency growth (default 10%%)")
+    be.add_argument("--gate", choices=["auto", "instructions", "ms"], default="auto",
+                    help="what cost is gated: instructions per inference on the emulated ARM cores (android's, "
+                         "deterministic), host ms, or auto (instructions where both reports have them; default)")
+    be.add_argument("--max-instruction-regression", default="1%",
+                    help="allowed growth of instructions per inference on an emulated core (default 1%%)")
     be.add_argument("--max-accuracy-drop", default="0.005",
                     help="allowed absolute drop of cosine/agreement/accuracy metrics (default 0.005)")
     be.add_argument("--device", metavar="adb:SERIAL",
@@ -171,6 +184,11 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--out", help="--repeat/--device: report folder "
                                   "(default BUNDLE/bench-host or BUNDLE/device-adb-SERIAL)")
     be.set_defaults(func=_cmd_bench)
+
+    dv = sub.add_parser("device", help="set up or check the ARM64 twin that android artifacts are judged on")
+    dv.add_argument("action", choices=["setup", "status"])
+    dv.add_argument("kind", choices=["arm64"], help="the twin: arm64 (emulated phone cores under qemu-user)")
+    dv.set_defaults(func=_cmd_device)
 
     i = sub.add_parser("info", help="parameters, FLOPs and preprocessing of a model URI")
     i.add_argument("uri", help="openclip:NAME[/TAG] | hf:ID | file:PATH | builtin:NAME")

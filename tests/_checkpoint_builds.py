@@ -37,6 +37,7 @@ def float_only(target: str) -> str:
     for b in cfg["backends"]:
         b["quant"] = [FLOAT.get(b["backend"], "fp32")]
     cfg["bench"] = {"warmup": 1, "runs": 3, "rounds": 1, "threads": 2}
+    cfg.pop("devices", None)  # CI time: the ARM64 twin's own tests and the tiny android build cover it
     return yaml.safe_dump(cfg)
 
 
@@ -94,7 +95,7 @@ def build_everywhere(kind: str, tmp_path: Path, capsys) -> None:
         assert pre["mean"] == pytest.approx(mean) and pre["image_size"] in (32, 64)
         assert_tokenizer_json_reproduces_vectors(out, manifest)
         results = json.loads((out / "report.json").read_text())["results"]
-        emulated = {r["emulated"] for r in results if r["metric"] == "cosine_mean"}
+        emulated = {r["emulated"] for r in results if r["metric"] == "cosine_mean" and not r.get("device")}
         assert emulated == {target == "ios"}                   # CoreML predicts only on macOS: emulated here
         if target == "web" and kind == "hf-altclip":           # the sentencepiece tokenizer in JS, too
             from edgeclip.commands.predict import BundleRunner

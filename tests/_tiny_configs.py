@@ -38,3 +38,19 @@ def stage_log(out) -> list[dict]:
     from pathlib import Path
 
     return [json.loads(x) for x in (Path(out) / "stage-log.jsonl").read_text().splitlines()]
+
+
+def twin_or_skip():
+    """The ARM64 twin's kit, or skip saying what is missing; where ``EDGECLIP_REQUIRE_TWIN`` is set
+    (``.ci/run`` sets it up and sets it) a missing twin fails instead, so CI cannot skip it silently."""
+    import os
+
+    import pytest
+
+    from edgeclip.verify.arm64 import kit_status, ready_kit
+    why = kit_status()
+    if why:
+        if os.environ.get("EDGECLIP_REQUIRE_TWIN"):
+            pytest.fail(f"EDGECLIP_REQUIRE_TWIN is set but {why}")
+        pytest.skip(why)
+    return ready_kit()

@@ -31,7 +31,7 @@ ALLOWED = {
 }
 GROUND = {"edgeclip", "edgeclip.errors", "edgeclip.registry", "edgeclip._io"}
 FACE = {"edgeclip.cli", "edgeclip.__main__"}
-VERBS = ("build", "reference", "list", "info", "pretrain", "distill", "reinforce", "verify", "predict", "inspect", "bench")
+VERBS = ("build", "reference", "list", "info", "pretrain", "distill", "reinforce", "verify", "predict", "inspect", "bench", "device")
 
 
 def module_name(path: Path, root: Path) -> str:

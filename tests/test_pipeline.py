@@ -12,7 +12,7 @@ from edgeclip.cli import main
 from edgeclip.errors import InputError
 
 from _bundle_checks import assert_tokenizer_json_reproduces_vectors
-from _tiny_configs import MINI_TARGET, stage_log
+from _tiny_configs import MINI_TARGET, stage_log, twin_or_skip
 
 TINY = """
 version: 1
@@ -42,6 +42,8 @@ def _build(recipe: Path, target: str, out: Path) -> int:
 @pytest.mark.toolchain
 @pytest.mark.parametrize("target", ["android", "web", "ios", "ios-executorch"])
 def test_tiny_recipe_builds_every_target(tmp_path, target, capsys):
+    if target == "android":  # judged on the emulated cortex-a76 (targets/android.yaml devices)
+        twin_or_skip()
     out = tmp_path / "out"
     rc = _build(_recipe(tmp_path), target, out)
     captured = capsys.readouterr()
@@ -85,6 +87,16 @@ def test_tiny_recipe_builds_every_target(tmp_path, target, capsys):
                 assert prof["source"] == "op-count" and not prof["timed"], name
         backends = {n.split("/")[0] for n in profiles}
         assert backends == ({"executorch", "litert"} if target == "android" else {"onnx"}), backends
+    if target == "android":  # every artifact ran on the twin: ARM accuracy and a count, which ranked them
+        a76 = "arm64:cortex-a76"
+        for a in manifest["artifacts"]:
+            d = a["devices"][a76]
+            assert d["instructions_per_inference"] > 1e4 and d["runner"] == "arm64-emulated:cortex-a76", a["file"]
+            assert d["metrics"]["cosine_mean"] > 0.9 and d["runtime"].startswith(("executorch", "ai-edge-litert"))
+        counts = [r for r in report["results"] if r["metric"] == "instructions_per_inference"]
+        assert counts and {r["device"] for r in counts} == {a76}
+        assert f"Ranked by instructions per inference on {a76}" in (out / "report.md").read_text()
+        assert "M instructions on arm64:cortex-a76" in " ".join(c["why_not_shipped"] or "" for c in sel)
 
 
 @pytest.mark.slow

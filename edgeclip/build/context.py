@@ -26,7 +26,7 @@ __all__ = ["BuildContext", "Progress", "ArtifactResult", "FORCE_ORDER", "default
            "capture_fds", "stage_model", "check_force"]
 
 # --force STAGE reruns this stage and every later one
-FORCE_ORDER = ["teacher", "distill", "reference", "sensitivity", "export", "verify", "bench", "rounds", "bundle"]
+FORCE_ORDER = ["teacher", "distill", "reference", "sensitivity", "export", "verify", "twin", "bench", "rounds", "bundle"]
 
 
 def check_force(force: str | None) -> None:
@@ -83,6 +83,7 @@ class ArtifactResult:
     recommended: bool = False   # the one artifact of its tower an app should take, across backends
     why_not_shipped: str | None = None
     thresholds: object = None   # merged Thresholds, set by the select stage
+    devices: dict = field(default_factory=dict)  # "arm64:CORE" -> the twin stage's result (ARM metrics, instructions)
 
     @property
     def name(self) -> str:
@@ -117,7 +118,9 @@ class BuildContext:
         if force:
             cache.forced = local.forced = set(FORCE_ORDER[FORCE_ORDER.index(force):])
         if steps is None:
-            steps = 2 + len(plan.recipe.distill) + 3 * len(plan.artifacts) + 2
+            from .stages.twin import twin_steps
+            twins = sum(twin_steps(plan.target, a.backend) for a in plan.artifacts)
+            steps = 2 + len(plan.recipe.distill) + 3 * len(plan.artifacts) + twins + 2
         return cls(plan=plan, cache=cache, local=local, versions=tool_versions(), progress=Progress(steps),
                    reference_dir=Path(reference) if reference else None)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..bundle.labels import LabelSet, resolve_labels
 from ..config import Recipe, Target
+from ..config.names import FORMATS
 from ..errors import ConfigError, InputError, ToolchainMissing
 from .context import default_root
 
@@ -79,8 +80,14 @@ class Plan:
                      "itself is compiled")
         evals = ", ".join(_describe_source(d) for d in self.recipe.data.eval) or "none"
         s.append(f"reference         fp32 torch (cuda if present, else cpu) on {evals}")
+        twin = f" -> {' + '.join(self.target.devices)} (emulated)" if self.target.devices else ""
         for a in self.artifacts:
-            s.append(f"{a.backend:<10} {a.tower:<5} quantize {a.quant} -> export -> verify -> bench")
+            arm = twin if FORMATS[a.backend] in (".pte", ".tflite", ".onnx") else ""
+            s.append(f"{a.backend:<10} {a.tower:<5} quantize {a.quant} -> export -> verify{arm} -> bench")
+        if self.target.devices:
+            from ..verify.arm64 import kit_status
+            s.append(f"rank              by instructions per inference on {self.target.devices[0]} (ARM64 twin, "
+                     f"{'ready' if kit_status() is None else 'set up on first use'}); host ms reported beside")
         if self.labels:
             ls = self.labels
             s.append(f"labels            {len(ls.labels)} from {ls.source}, {len(ls.templates)} prompt template(s) "
@@ -133,6 +140,8 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
                               f"{' '.join(str(e).split())[:200]}); check each option's type and value in the "
                               "recipe's distill section") from e
 
+    if target.devices and check_toolchains:
+        _check_twin(target)
     for entry in target.backends:
         backend = BACKENDS.get(entry.backend)
         if check_toolchains:
@@ -165,6 +174,16 @@ def make_plan(recipe: Recipe, target: Target, out_dir: Path | None = None,
         from .calibration import check_calibration_source
         check_calibration_source(recipe)  # too few readable pairs fails now, not after training
     return plan
+
+
+def _check_twin(target: Target) -> None:
+    """A target judged on emulated ARM cores needs the twin: ready, or buildable here on first use
+    (the host tools are installed); else one line naming both ways out."""
+    from ..verify.arm64 import kit_status, missing_host_tools
+    why = kit_status()
+    if why and missing_host_tools():
+        raise ToolchainMissing(f"target {target.name} judges its artifacts on {', '.join(target.devices)}: {why}; "
+                               "or pass --host-only to verify and rank them on this machine's CPU alone")
 
 
 def _check_data_options(recipe: Recipe) -> None:

@@ -48,7 +48,8 @@ def run_build(plan: Plan, force: str | None = None, reference: Path | None = Non
         pair = teacher_student_table(ctx.distill_dirs)
     if pair:
         print("\n" + pair)
-    print(summary_table(results, report_path))
+    from .stages.twin import ranking_device
+    print(summary_table(results, report_path, ranking_device(plan.target)))
     from ..verify.refstore import provenance, provenance_md
     print(provenance_md(provenance(ref_dir, "stored" if reference else "computed", reference)))
     missing = _towers_without_shipped(results)
@@ -100,8 +101,10 @@ def teacher_student_table(distill_dirs) -> str:
     return format_table(rows) if rows else ""
 
 
-def summary_table(results: list[ArtifactResult], report_path: Path) -> str:
-    rows = [["artifact", "size MB", "p50 ms", "cosine", "top1 agr", "runner", "result"]]
+def summary_table(results: list[ArtifactResult], report_path: Path, device: str | None = None) -> str:
+    """``device``: the core whose instruction counts ranked the variants, shown beside host ms."""
+    rows = [["artifact", "size MB", *([f"M instr {device.split(':')[-1]}"] if device else []), "p50 ms (host)" if device
+             else "p50 ms", "cosine", "top1 agr", "runner", "result"]]
     for r in results:
         size = r.artifact.get("size_bytes", 0) / 1e6
         p50 = f"{r.latency['p50_ms']:.2f}" if r.latency else "-"
@@ -112,5 +115,7 @@ def summary_table(results: list[ArtifactResult], report_path: Path) -> str:
             res = ("shipped" if r.verified else "shipped, UNVERIFIED") + (", recommended" if r.recommended else "")
         else:
             res = f"not shipped: {r.why_not_shipped}"
-        rows.append([r.name, f"{size:.2f}", p50, cos, agr, runner, res])
+        count = (r.devices.get(device) or {}).get("instructions") if device else None
+        instr = [f"{count / 1e6:.4g}" if count else "-"] if device else []
+        rows.append([r.name, f"{size:.2f}", *instr, p50, cos, agr, runner, res])
     return "\n".join(["", format_table(rows), "", f"report: {report_path}"])

@@ -23,7 +23,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from .._io import atomic_target, sha256_path
+from .._io import atomic_target, sha256_path, user_cache_dir
 from ..errors import InputError
 from .manifest import load_manifest
 
@@ -56,11 +56,7 @@ def write_zip(bundle_dir: Path, manifest: dict) -> Path:
 
 
 def cache_root() -> Path:
-    env = os.environ.get("EDGECLIP_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgeclip"
+    return user_cache_dir()
 
 
 def _why_unsafe(info: zipfile.ZipInfo, root: Path) -> str | None:

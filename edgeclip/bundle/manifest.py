@@ -133,9 +133,11 @@ def _tensors(art: dict, kind: str) -> list[dict]:
 
 
 def artifact_entry(art: dict, *, file: str, shipped: bool, why_not_shipped: str | None, runtime: str | None,
-                   metrics: dict, thresholds: dict) -> dict:
+                   metrics: dict, thresholds: dict, devices: dict | None = None) -> dict:
     """The manifest's ``artifacts[]`` entry of one exported artifact (``Artifact.to_dict()``):
-    file, tensors, size, delegation, the metrics it was verified with and its thresholds."""
+    file, tensors, size, delegation, the metrics it was verified with and its thresholds, and per
+    emulated ARM core (``devices``: the twin stage's results) its runtime, ARM accuracy and
+    instructions per inference."""
     return {"file": file, "backend": art["backend"], "format": Path(art["path"]).suffix, "tower": art["tower"],
             "quant": art["quant"], "inputs": _tensors(art, "input"), "outputs": _tensors(art, "output"),
             "size_bytes": art["size_bytes"], "shipped": shipped, "why_not_shipped": why_not_shipped,
@@ -145,7 +147,11 @@ def artifact_entry(art: dict, *, file: str, shipped: bool, why_not_shipped: str 
             "thresholds": thresholds,
             "float_layers": art.get("extra", {}).get("float_layers", []),
             "layer_quant": art.get("extra", {}).get("layer_quant", {}),
-            "in_graph_preprocess": bool(art.get("extra", {}).get("in_graph_preprocess"))}
+            "in_graph_preprocess": bool(art.get("extra", {}).get("in_graph_preprocess")),
+            "devices": {name: {"runner": d["runner"], "runtime": d["runtime"],
+                               "instructions_per_inference": d["instructions"],
+                               "metrics": {k: v for k, v in d["metrics"].items() if isinstance(v, (int, float))}}
+                        for name, d in (devices or {}).items()}}
 
 
 def artifact_from_entry(bundle_dir: Path, a: dict):

@@ -160,6 +160,7 @@ def main(args) -> int:
     path = Path(args.report)
     max_reg = parse_fraction(args.max_regression, "--max-regression")  # bad flags fail before any timing
     max_drop = parse_fraction(args.max_accuracy_drop, "--max-accuracy-drop")
+    max_instr = parse_fraction(args.max_instruction_regression, "--max-instruction-regression")
     if args.device and args.repeat:
         raise InputError("--repeat re-times on this machine; --device adb:SERIAL times on the phone: pass one")
     if args.device:
@@ -181,7 +182,8 @@ def main(args) -> int:
         print(f"{path}: {len(new['results'])} records; pass --baseline OLD.json to gate on regressions")
         return 0
     base = read_report(Path(args.baseline))
-    cmp = compare_reports(new, base, max_reg, max_drop, names=(str(path), str(args.baseline)))
+    cmp = compare_reports(new, base, max_reg, max_drop, names=(str(path), str(args.baseline)), gate=args.gate,
+                          max_instruction_regression=max_instr)
     print(cmp.basis_line())
     if cmp.rows:
         print(cmp.table())
@@ -189,11 +191,14 @@ def main(args) -> int:
         print(f"note: {n}")
     if args.summary:
         _append(args.summary, cmp.markdown())
+    cost = (f"instructions > +{args.max_instruction_regression}" if cmp.basis == "instructions"
+            else f"latency > +{args.max_regression} and beyond the noise band")
     if cmp.regressions:
-        print(f"{len(cmp.regressions)} regression(s) against {args.baseline} "
-              f"(latency > +{args.max_regression} and beyond the noise band, accuracy < -{args.max_accuracy_drop}):")
+        print(f"{len(cmp.regressions)} regression(s) against {args.baseline} ({cost}, "
+              f"accuracy < -{args.max_accuracy_drop}):")
         print(format_shortfalls(cmp.regressions))
         return 1
-    print(f"no regressions against {args.baseline} (latency within +{args.max_regression} or the noise band, "
-          f"accuracy within -{args.max_accuracy_drop})")
+    within = (f"instructions within +{args.max_instruction_regression}" if cmp.basis == "instructions"
+              else f"latency within +{args.max_regression} or the noise band")
+    print(f"no regressions against {args.baseline} ({within}, accuracy within -{args.max_accuracy_drop})")
     return 0

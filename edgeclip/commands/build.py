@@ -3,6 +3,7 @@ target, sharing the teacher, distill and reference stages), then each target bui
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 __all__ = ["main"]
@@ -20,7 +21,10 @@ def main(args) -> int:
         out = None
         if args.out:
             out = Path(args.out) / load_target(name).name if args.target == "all" else Path(args.out)
-        plans.append(make_plan(recipe, load_target(name), out, labels=labels))
+        target = load_target(name)
+        if getattr(args, "host_only", False) and target.devices:  # decide on this machine's CPU instead
+            target = replace(target, devices=())
+        plans.append(make_plan(recipe, target, out, labels=labels))
     if args.plan:
         print("\n\n".join(p.describe() for p in plans))
         return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._schema import build, choice, load_yaml_file
 from ..errors import ConfigError
-from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TOWERS, parse_model_uri
+from .names import BACKENDS, DISTILL_METHODS, QUANT_MODES, TOWERS, parse_device_spec, parse_model_uri
 
 __all__ = [
     "CONFIG_VERSION", "Thresholds", "BackendEntry", "BenchConfig", "Budgets", "MixedPrecision", "SELECT_POLICIES", "Target", "DataSource",
@@ -146,11 +146,19 @@ class Target:
     select: str = choice(*SELECT_POLICIES, default="fastest")
     budgets: Budgets = field(default_factory=Budgets)
     mixed_precision: MixedPrecision = field(default_factory=MixedPrecision)
+    # emulated phone cores every .pte/.tflite/.onnx artifact also runs on (the ARM64 twin,
+    # verify/arm64): ARM accuracy is gated like the host's, and the first core's instruction count
+    # per inference, not host milliseconds, ranks the variants and gates CI
+    devices: tuple[str, ...] = ()
     source: str = ""
 
     def __post_init__(self):
         if not self.backends:
             raise ConfigError("backends: a target needs at least one backend entry")
+        for d in self.devices:
+            parse_device_spec(d)
+        if len({parse_device_spec(d) for d in self.devices}) < len(self.devices):
+            raise ConfigError(f"devices: each core once, found {list(self.devices)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be >= 1, found {self.batch_size}")
 

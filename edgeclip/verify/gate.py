@@ -44,6 +44,8 @@ def check_accuracy(records: list[Record], thresholds: dict[str, Thresholds]) -> 
     by_artifact: dict[str, dict[str, float | None]] = {}
     zero_shot: dict[str, dict[str, float | None]] = {}  # artifact -> group -> accuracy
     for r in records:
+        if r.device:  # a device's records are gated on their own (check_accuracy of those alone)
+            continue
         if r.group:
             if r.metric == "zero_shot_top1":
                 zero_shot.setdefault(_name(r), {})[r.group] = r.value

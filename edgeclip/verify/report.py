@@ -27,6 +27,7 @@ METRIC_UNITS = {
     "latency_spread": "fraction", "latency_p50_roofline": "x",
     "runtime_start_ms": "ms", "memory_mb": "MB", "peak_rss_mb": "MB", "size_mb": "MB", "delegated_fraction": "fraction",
     "compute_delegated_fraction": "fraction", "glue_fraction": "fraction", "gflop": "GFLOP", "build_s": "s", "roofline_ratio": "x",
+    "instructions_per_inference": "instructions",
 }
 
 
@@ -43,6 +44,7 @@ class Record:
     value: float | None
     unit: str = ""
     group: str = ""  # an evaluation group's name for per-group metrics (zero-shot); "" for the whole set
+    device: str = ""  # where it was measured when not the build host: "arm64:cortex-a76" (the ARM64 twin)
 
     def __post_init__(self):
         if self.metric not in METRIC_UNITS:
@@ -51,7 +53,7 @@ class Record:
             object.__setattr__(self, "unit", METRIC_UNITS[self.metric])
 
     def key(self) -> tuple:
-        return (self.model, self.target, self.backend, self.tower, self.quant, self.metric, self.group)
+        return (self.model, self.target, self.backend, self.tower, self.quant, self.metric, self.group, self.device)
 
 
 # a timing's keys (verify.rounds / verify.latency) -> report metrics
@@ -190,7 +192,7 @@ def _plot(records: list[Record], path: Path) -> None:
     import matplotlib.pyplot as plt
     pts: dict[tuple, dict] = {}
     for r in records:
-        if not r.group:
+        if not r.group and not r.device:
             pts.setdefault((r.backend, r.tower, r.quant), {})[r.metric] = r.value
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for (backend, tower, quant), m in sorted(pts.items()):

@@ -18,6 +18,7 @@ from ...errors import ConfigError
 from ..context import ArtifactResult, stage_model
 from ...quantize.overrides import OP_TYPES
 from ..plan import CALIBRATED, PlannedArtifact
+from .twin import twin
 
 __all__ = ["CALIBRATED", "MIL_INTERPRETER_VERSION", "EXPORT_VERSION", "artifact", "calibration_for", "calibration_inputs", "quant_method"]
 
@@ -158,6 +159,7 @@ def artifact(ctx, p: PlannedArtifact, model_dir: Path, model_key: str, ref_dir: 
     v = json.loads((vdir / "verify.json").read_text())
     result.runner, result.metrics = v["runner"], v["metrics"]
     result.emulated, result.verified = bool(v.get("emulated")), v["runner"] is not None
+    twin(ctx, result, art, verify_key, ref_dir, head=read_head(export_dir) if head else None)
 
     bench_key = stable_hash("bench/6", export_key, t.bench, ctx.versions)  # /6: the profile moved to the rounds stage
 

@@ -77,7 +77,8 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
             res.artifact, file=f"artifacts/{dst.name}", shipped=True, why_not_shipped=res.why_not_shipped,
             runtime=res.runner,
             metrics={**res.metrics, **({"latency_p50_ms": res.latency["p50_ms"]} if res.latency else {})},
-            thresholds={k: v for k, v in vars(res.thresholds).items() if v is not None} if res.thresholds else {})
+            thresholds={k: v for k, v in vars(res.thresholds).items() if v is not None} if res.thresholds else {},
+            devices=res.devices)
         if res.planned.tower == "zero-shot-head":  # logits come in the order of labels.json
             entry["labels_file"] = LABELS_JSON
         arts.append(entry)

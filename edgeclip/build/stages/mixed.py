@@ -23,6 +23,7 @@ from ...errors import ExportError
 from ..context import stage_model
 from .artifact import artifact, calibration_for, calibration_inputs, quant_method
 from .select import gate
+from .twin import twin_steps
 
 __all__ = ["mixed_precision", "sensitivity", "estimator_for", "mixed_md", "SENSITIVITY_VERSION"]
 
@@ -140,7 +141,7 @@ def mixed_precision(ctx, results: list, model_dir: Path, model_key: str, ref_dir
                                      f"weights at {p.quant}, "
                                      f"below min_quantized_fraction {mp.min_quantized_fraction:g}")
                 break
-            ctx.progress.total += 3  # export, verify, bench of this attempt
+            ctx.progress.total += 3 + twin_steps(ctx.plan.target, p.backend)  # export, verify, (twin,) bench
             floats = (*types, *(x["name"] for x in kept))
             bits = _layer_bits(kept, layers[k:], at6)
             planned = replace(p, keep_float=floats, layer_mode=layer_mode,
