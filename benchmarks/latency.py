@@ -23,6 +23,12 @@ each runtime's GEMM kernels reach there, which small-M GEMMs keep below the larg
 ``convs:ARCH`` (e.g. ``convs:MobileCLIP2-S0``) does the same for a conv tower: its own Conv2d
 layers alone, on the activations the tower computes (``_ceilings.py``).
 
+``--twin cortex-a76,cortex-a55`` also counts every .pte/.tflite/.onnx artifact's instructions per
+inference on those emulated phone cores (``edgeclip.verify.arm64``, the ARM64 twin; set it up with
+``edgeclip device setup arm64``) and prints them beside the host p50, with each int8 variant's
+ratio to its runtime's fp32 on each core and on this host: what a phone's kernels make of int8,
+which an x86 host's timing does not show. Counts are records with ``device`` set.
+
 ``--profile`` also runs every artifact through its runtime's own profiler (``edgeclip.verify.profile``:
 ExecuTorch ETDump, ONNX Runtime's profiler; LiteRT's Python API has none, so its op mix): time per
 op type, the share in layout glue (``glue_fraction``) and in conv kernels (``conv_ms``), so a
@@ -154,10 +160,10 @@ def bench_model(args, name: str, probe: PeakProbe, work: Path, profiles: dict) -
 
     records, model_id = [], (name if name.startswith(("gemm:", "convs:")) else f"openclip:{name}")
 
-    def rec(backend, quant, runner, metric, value, unit):
+    def rec(backend, quant, runner, metric, value, unit, device=""):
         records.append({"model": model_id, "target": args.target, "backend": backend, "tower": args.tower,
-                        "quant": quant, "runner": runner, "emulated": False, "metric": metric,
-                        "value": value, "unit": unit})
+                        "quant": quant, "runner": runner, "emulated": bool(device), "metric": metric,
+                        "value": value, "unit": unit, **({"device": device} if device else {})})
 
     rec("torch-eager", "fp32", "torch-eager", "gflop", gflop, "GFLOP")
     for bname, q, runner, art, build_s in rows:
@@ -209,7 +215,37 @@ def bench_model(args, name: str, probe: PeakProbe, work: Path, profiles: dict) -
               f" {(ort_fp32 / p50 if ort_fp32 else float('nan')):6.2f}x {cmin:8.5f}"
               f" {(art.size_bytes / 1e6 if art else float('nan')):7.1f} {build_s:8.0f}")
     print_targets(records, model_id)
+    if args.twin:
+        count_on_twin(args, rows, inputs[0], {(r[0], r[1]): float(np.median(lat[i])) for i, r in enumerate(rows)}, rec)
     return records
+
+
+def count_on_twin(args, rows, example, p50s: dict, rec) -> None:
+    """Instructions per inference of every twin-runnable artifact on each core of ``--twin``,
+    printed beside the host p50 with int8/fp32 ratios per runtime (host ms and each core)."""
+    from edgeclip.verify.arm64 import CORES, TWIN_FORMATS, count_instructions, ready_kit
+    kit = ready_kit(setup_if_missing=True)
+    cores = [CORES[c] for c in args.twin.split(",")]
+    arts = [(b, q, a) for b, q, _r, a, _s in rows if a is not None and Path(a.path).suffix in TWIN_FORMATS]
+    counts = {}
+    for b, q, a in arts:
+        for core in cores:
+            t = time.perf_counter()
+            n = count_instructions(kit, core, a.path, np.ascontiguousarray(example[0]), runs=args.twin_runs)
+            counts[(b, q, core.name)] = n
+            rec(b, q, f"arm64-emulated:{core.name}", "instructions_per_inference", n, "instructions", f"arm64:{core.name}")
+            print(f"  counted {b} {q} on {core.name}: {n / 1e6:.1f} M instructions ({time.perf_counter() - t:.0f}s)",
+                  flush=True)
+    head = f"{'backend':12s} {'quant':13s} {'host ms':>8s} {'vs fp32':>8s}"
+    head += "".join(f" {'M instr ' + c.name[7:]:>14s} {'vs fp32':>8s}" for c in cores)
+    print(head)
+    for b, q, _a in arts:
+        line = f"{b:12s} {q:13s} {p50s[(b, q)]:8.2f} {p50s[(b, q)] / p50s.get((b, 'fp32'), float('nan')):8.2f}"
+        for c in cores:
+            n, f = counts[(b, q, c.name)], counts.get((b, "fp32", c.name))
+            line += f" {n / 1e6:14.1f} {(n / f if f else float('nan')):8.2f}"
+        print(line)
+
 
 
 def conv_ms(prof: dict) -> float:
@@ -283,6 +319,11 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-mean", action="store_true",
                     help="also time ExecuTorch artifacts whose last-dim means (LayerNorm) are XNNPACK Mean "
                          "reductions, as before 2026-12-02, instead of 1/C fully-connected kernels")
+    ap.add_argument("--twin", default="", metavar="CORES",
+                    help="also count instructions per inference on these emulated ARM cores (comma list, e.g. "
+                         "cortex-a76,cortex-a55; the ARM64 twin)")
+    ap.add_argument("--twin-runs", type=int, default=2,
+                    help="inferences per count (each is seconds under emulation for a B/32 tower)")
     ap.add_argument("--target", default="host-cpu")
     ap.add_argument("--out", default="latency.json")
     ap.add_argument("--workdir", default=None, help="where artifacts go (default: a temp dir)")

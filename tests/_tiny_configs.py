@@ -41,13 +41,19 @@ def stage_log(out) -> list[dict]:
 
 
 def twin_or_skip():
-    """The ARM64 twin's kit, or skip saying what is missing; where ``EDGECLIP_REQUIRE_TWIN`` is set
-    (``.ci/run`` sets it up and sets it) a missing twin fails instead, so CI cannot skip it silently."""
+    """The ARM64 twin's kit, set up on first use where its host tools are installed (one worker at a
+    time), else skip saying what is missing; where ``EDGECLIP_REQUIRE_TWIN`` is set (``.ci/run``)
+    a missing twin fails instead, so CI cannot skip it silently."""
     import os
 
     import pytest
+    from filelock import FileLock
 
-    from edgeclip.verify.arm64 import kit_status, ready_kit
+    from edgeclip.verify.arm64 import kit_dir, kit_status, missing_host_tools, ready_kit
+    if kit_status() and not missing_host_tools():
+        kit_dir().parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(kit_dir().parent / ".setup.lock")):
+            return ready_kit(setup_if_missing=True)
     why = kit_status()
     if why:
         if os.environ.get("EDGECLIP_REQUIRE_TWIN"):

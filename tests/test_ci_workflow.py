@@ -35,14 +35,22 @@ def test_the_hosted_job_tests_then_gates_on_the_committed_baseline():
     from edgeclip.verify.report import read_report
 
     runs = _runs("build-and-gate")
-    assert runs[0].endswith("pytest -q")  # the tests run before anything is built
+    tests = next(i for i, r in enumerate(runs) if "pytest" in r)
+    assert runs[tests].endswith("pytest -q")  # the tests run before anything is built
+    assert tests < next(i for i, r in enumerate(runs) if r.startswith("edgeclip build"))
+    assert any("qemu-user" in r for r in runs[:tests])  # the ARM64 twin's host tools, for the tests and the gate
     gate = next(r for r in runs if r.startswith("edgeclip bench") and "--baseline" in r)
     baseline = ROOT / re.search(r"--baseline (\S+)", gate).group(1)
     assert not any("if" in s for s in WORKFLOW["jobs"]["build-and-gate"]["steps"] if s.get("run") and "--baseline" in s["run"])
     report = read_report(baseline)  # a real edgeclip report, schema checked
     assert report["machine"]["yardstick"]["gemm_peak_gflops"] > 0  # comparable from another machine
     metrics = {r["metric"] for r in report["results"]}
-    assert {"latency_p50_ms", "latency_spread", "cosine_mean"} <= metrics
+    assert {"latency_p50_ms", "latency_spread", "cosine_mean", "instructions_per_inference"} <= metrics
+    # the gate compares instruction counts on the emulated core: every shipped artifact has one
+    counted = {(r["backend"], r["tower"], r["quant"]) for r in report["results"]
+               if r["metric"] == "instructions_per_inference" and r.get("device") == "arm64:cortex-a76"}
+    shipped = {(c["backend"], c["tower"], c["variant"]) for c in report["selection"] if c["shipped"]}
+    assert shipped and shipped <= counted
     assert {r["target"] for r in report["results"]} == {"android"}
 
 

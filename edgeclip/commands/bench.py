@@ -119,8 +119,8 @@ def bench_host(args) -> Path:
 
 
 def _accuracy_records(bundle_dir: Path, entries: list[dict]) -> list:
-    """The shipped artifacts' accuracy records from the build's report: re-timing does not change
-    them, and one report then gates latency and accuracy together."""
+    """The shipped artifacts' accuracy records and instruction counts on emulated cores from the
+    build's report: re-timing changes neither, and one report then gates them together."""
     from ..verify.compare import ACCURACY_METRICS
     from ..verify.report import Record, read_report
     path = bundle_dir / "report.json"
@@ -128,7 +128,8 @@ def _accuracy_records(bundle_dir: Path, entries: list[dict]) -> list:
         return []
     shipped = {(a["backend"], a["tower"], a["quant"]) for a in entries}
     return [Record(**r) for r in read_report(path)["results"]
-            if r["metric"] in ACCURACY_METRICS and (r["backend"], r["tower"], r["quant"]) in shipped]
+            if (r["metric"] in ACCURACY_METRICS or r["metric"] == "instructions_per_inference")
+            and (r["backend"], r["tower"], r["quant"]) in shipped]
 
 
 def _append(path: str, text: str) -> None:

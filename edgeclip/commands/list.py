@@ -1,4 +1,5 @@
-"""``edgeclip list {targets,recipes,models,quant,backends}``: what exists, which toolchains are installed."""
+"""``edgeclip list {targets,recipes,models,quant,backends}``: what exists, which toolchains are installed
+(and whether the ARM64 twin, on which android artifacts are judged, is set up)."""
 from __future__ import annotations
 
 __all__ = ["main"]
@@ -28,6 +29,10 @@ def main(args) -> int:
             why = b.available()
             state = "available" if why is None else f"missing: {why}"
             print(f"{name:<11} {', '.join(b.formats):<12} {state}")
+        from ..verify.arm64 import kit_status
+        why = kit_status()  # where android artifacts are judged: the emulated phone cores
+        print(f"{'arm64-twin':<11} {'.pte, .tflite, .onnx on emulated ARM cores':<12} "
+              f"{'available' if why is None else 'missing: ' + why}")
     elif what == "quant":
         from ..backends import BACKENDS
         from ..config.names import QUANT_MODES

@@ -34,13 +34,15 @@ def _pixels(names) -> np.ndarray:
 
 
 class _Conv(nn.Module):
-    """A small conv tower: enough MACs (4.5 M) that the kernels, not the call, dominate the count."""
+    """A small conv tower: enough MACs (4.5 M) that the kernels, not the call, dominate the count;
+    ``extra``: one more 64-channel block (a deliberately heavier artifact)."""
 
-    def __init__(self):
+    def __init__(self, extra: bool = False):
         super().__init__()
+        more = [nn.Conv2d(64, 64, 3, 1, 1), nn.ReLU()] if extra else []
         self.body = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
-                                  nn.Conv2d(64, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(64, 32))
+                                  nn.Conv2d(64, 64, 3, 2, 1), nn.ReLU(), *more, nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(64, 32))
 
     def forward(self, x):
         return nn.functional.normalize(self.body(x), dim=-1)
@@ -56,13 +58,17 @@ def twin(tmp_path_factory):
     example = (torch.from_numpy(pixels[:1]),)
     out = tmp_path_factory.mktemp("twin-arts")
     arts = {}
-    for backend, quant in (("executorch", "fp32"), ("executorch", "int8-static"), ("litert", "fp32"), ("onnx", "fp32")):
-        spec = ExportSpec(tower="image", quant=quant, input_names=("pixels",), output_names=("image_embedding",),
-                          calibration=calib if quant == "int8-static" else None, name=f"conv-{quant}",
-                          options={"partitioners": ["xnnpack"]} if backend == "executorch" else {})
+    torch.manual_seed(0)
+    heavier = _Conv(extra=True).eval()
+    for backend, quant in (("executorch", "fp32"), ("executorch", "int8-static"), ("litert", "fp32"), ("onnx", "fp32"),
+                           ("executorch", "heavier")):
+        spec = ExportSpec(tower="image", quant="fp32" if quant == "heavier" else quant, input_names=("pixels",),
+                          output_names=("image_embedding",), calibration=calib if quant == "int8-static" else None,
+                          name=f"conv-{quant}", options={"partitioners": ["xnnpack"]} if backend == "executorch" else {})
         folder = out / f"{backend}-{quant}"
         folder.mkdir()
-        arts[(backend, quant)] = BACKENDS.get(backend).export(tower, example, spec, folder)
+        arts[(backend, quant)] = BACKENDS.get(backend).export(heavier if quant == "heavier" else tower, example, spec,
+                                                              folder)
     return kit, arts, pixels
 
 
@@ -95,6 +101,31 @@ def test_counts_repeat_and_int8_is_cheaper_on_the_dot_product_core(twin):
     onnx = arts[("onnx", "fp32")].path
     a, b = count_instructions(kit, a76, onnx, x), count_instructions(kit, a76, onnx, x)
     assert abs(a / b - 1) < 1e-3 and a > 1e6
+
+
+def _report(instructions: float) -> dict:
+    from dataclasses import asdict
+
+    from edgeclip.verify.report import SCHEMA, Record
+    rec = Record(model="m", target="android", backend="executorch", tower="image", quant="fp32",
+                 runner="arm64-emulated:cortex-a76", emulated=True, metric="instructions_per_inference",
+                 value=instructions, device="arm64:cortex-a76")
+    return {"schema": SCHEMA, "machine": {}, "results": [asdict(rec)]}
+
+
+def test_the_count_gate_fails_one_more_block_and_passes_a_rerun(twin):
+    """The CI gate on counts: no noise band, 1%; machines need no yardstick (the reports have none)."""
+    from edgeclip.verify.compare import compare_reports
+    kit, arts, pixels = twin
+    a76, x = CORES["cortex-a76"], pixels[:1]
+    base = count_instructions(kit, a76, arts[("executorch", "fp32")].path, x)
+    rerun = count_instructions(kit, a76, arts[("executorch", "fp32")].path, x)
+    heavier = count_instructions(kit, a76, arts[("executorch", "heavier")].path, x)
+    ok = compare_reports(_report(rerun), _report(base))
+    assert ok.basis == "instructions" and not ok.regressions and ok.rows[0].change == 0.0
+    bad = compare_reports(_report(heavier), _report(base))
+    assert [s.metric for s in bad.regressions] == ["instructions_per_inference"], bad.table()
+    assert bad.rows[0].change > 0.01
 
 
 def test_a_core_told_it_has_dot_product_fails_naming_the_core(twin, tmp_path):

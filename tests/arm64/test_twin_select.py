@@ -88,6 +88,16 @@ def test_an_artifact_accurate_on_x86_only_fails_on_the_core(tmp_path):
     assert rs[1].why_not_shipped == f"below thresholds: cosine_mean@{A76}"
 
 
+def test_an_artifact_that_crashes_on_the_core_is_not_shipped(tmp_path):
+    rs = [_res("fp32", 0.50, 0.32, 40e6), _res("int8-static", 0.16, 0.65, 10e6)]
+    rs[1].devices[A76].update(metrics={}, instructions=None, error="int8.tflite failed on the arm64 twin "
+                              "(cortex-a76, signal 4: an instruction this core lacks): Illegal instruction")
+    select(_ctx(_target(tmp_path)), rs)
+    assert rs[0].shipped and not rs[1].shipped
+    assert rs[1].why_not_shipped.startswith(f"failed on {A76}: int8.tflite failed on the arm64 twin (cortex-a76, signal 4")
+    assert not [r for r in records(_ctx(_target(tmp_path)), rs[1]) if r.device]  # no ARM numbers to report
+
+
 def test_records_carry_the_device_and_the_report_shows_it(tmp_path):
     t = _target(tmp_path)
     rs = [_res("fp32", 0.50, 0.32, 40e6), _res("int8-static", 0.16, 0.65, 10e6)]
@@ -122,3 +132,23 @@ def test_target_devices_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="unknown core"):
         _target(tmp_path, "[arm64:m1]")
     assert load_target("android").devices == (A76,)
+
+
+def test_device_status_and_plan_say_what_is_missing(tmp_path, monkeypatch, capsys):
+    from edgeclip.build import make_plan
+    from edgeclip.cli import main
+    from edgeclip.config import default_recipe
+    from edgeclip.errors import ToolchainMissing
+    monkeypatch.setenv("EDGECLIP_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["device", "status", "arm64"]) == 2  # tools here, no kit: how to set it up
+    assert "run `edgeclip device setup arm64`" in capsys.readouterr().err
+    monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-aarch64, no cross compiler
+    assert main(["device", "status", "arm64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "apt-get install -y qemu-user" in err and "g++-aarch64-linux-gnu" in err
+    assert main(["list", "backends"]) == 0 and "arm64-twin" in capsys.readouterr().out
+    with pytest.raises(ToolchainMissing, match="or pass --host-only"):
+        make_plan(default_recipe(), load_target("android"), tmp_path / "out")
+    # --host-only plans without it, and says nothing of arm64
+    assert main(["build", "--target", "android", "--host-only", "--plan", "--out", str(tmp_path / "o")]) == 0
+    assert "arm64" not in capsys.readouterr().out

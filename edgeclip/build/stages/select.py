@@ -103,6 +103,8 @@ def gate(ctx, res) -> list:
     if res.verified:
         res.shortfalls = check_accuracy(records(ctx, res), {res.name: th})
         for device, d in res.devices.items():  # the same gates on ARM kernels, named by the core
+            if d.get("error"):
+                continue  # a crash there is its own verdict (select: "failed on ...")
             recs = [replace(x, device="") for x in _device_records(ctx, res, device, d)]
             res.shortfalls += [replace(s, metric=f"{s.metric}@{device}") for s in check_accuracy(recs, {res.name: th})]
     return res.shortfalls
@@ -124,7 +126,10 @@ def select(ctx, results) -> None:
         for x in rs:
             ratio = x.thresholds.max_latency_ratio_vs_fp32
             cost = _cost(x, device)
-            if x.verified and x.shortfalls:
+            crashed = [f"{d}: {r['error']}" for d, r in x.devices.items() if r.get("error")]
+            if crashed:
+                x.why_not_shipped = "failed on " + "; ".join(crashed)
+            elif x.verified and x.shortfalls:
                 x.why_not_shipped = "below thresholds: " + ", ".join(s.metric for s in x.shortfalls)
             elif (ratio and base and cost is not None and x.planned.quant not in ("fp32", "fp16")
                   and cost > base * ratio):
@@ -225,5 +230,6 @@ def _device_records(ctx, res, device: str, d: dict) -> list:
     base = dict(model=ctx.plan.recipe.name, target=ctx.plan.target.name, backend=res.planned.backend,
                 tower=res.planned.tower, quant=res.planned.variant, runner=d["runner"], emulated=True)
     out = [replace(x, device=device) for x in metric_records(base, d["metrics"])]
-    out.append(Record(**base, metric="instructions_per_inference", value=d["instructions"], device=device))
+    if d.get("instructions") is not None:
+        out.append(Record(**base, metric="instructions_per_inference", value=d["instructions"], device=device))
     return out

@@ -108,7 +108,7 @@ def kit_status() -> str | None:
         return (f"the ARM64 twin needs {', '.join(missing)}: install them with `apt-get install -y {pkgs}`, "
                 "then run `edgeclip device setup arm64`")
     if not (kit_dir() / "kit.json").exists():
-        return "the ARM64 twin is not set up here: run `edgeclip device setup arm64` (a few minutes, ~450 MB)"
+        return "the ARM64 twin is not set up here: run `edgeclip device setup arm64` (under a minute, ~400 MB)"
     return None
 
 
