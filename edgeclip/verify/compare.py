@@ -207,6 +207,10 @@ def compare_reports(new: dict, baseline: dict, max_regression: float = 0.10, max
         cmp.regressions = [Shortfall(r.artifact, unit, r.new, r.baseline * (1 + max(max_regression, r.noise)), "<=")
                            for r in cmp.rows if r.regressed]
     cmp.regressions += _accuracy_drops(n, b, max_accuracy_drop)
+    if cmp.basis != "instructions" and gate == "auto" and (_counts(n) or _counts(b)):
+        which = names[0] if not _counts(n) else names[1]
+        cmp.notes.append(f"{which} has no instruction counts on emulated ARM cores (a --host-only build, or an "
+                         "older edgeclip): gated on host milliseconds instead")
     new_keys, base_keys = {_key(r) for r in n}, {_key(r) for r in b}
     cmp.notes = [f"only in the new report: {'/'.join(k[2:])}" for k in sorted(new_keys - base_keys)]
     cmp.notes += [f"only in the baseline: {'/'.join(k[2:])}" for k in sorted(base_keys - new_keys)]

@@ -74,3 +74,35 @@ def test_baseline_with_nothing_in_common_is_refused(tmp_path, capsys):
     assert main(["bench", _write(tmp_path, "new.json", _report()), "--baseline",
                  _write(tmp_path, "web.json", other)]) == 2
     assert "share no artifact" in capsys.readouterr().err
+
+
+def _counted(instr_image, p50_image=20.0, arm_cos=0.999):
+    """A report whose artifacts also carry instructions per inference (and ARM accuracy) on the
+    emulated cortex-a76, as an android build's do."""
+    def dev(tower, quant, metric, value):
+        return {"model": "builtin:tiny-vit", "target": "android", "backend": "litert", "tower": tower, "quant": quant,
+                "runner": "arm64-emulated:cortex-a76", "emulated": True, "metric": metric, "value": value,
+                "unit": "", "device": "arm64:cortex-a76"}
+    return _report(p50_image=p50_image, extra=[dev("image", "int8-static", "instructions_per_inference", instr_image),
+                                               dev("image", "int8-static", "cosine_mean", arm_cos),
+                                               dev("text", "int8-dynamic", "instructions_per_inference", 2.0e6)])
+
+
+def test_counts_are_gated_by_default_tightly_and_host_ms_on_request(tmp_path, capsys):
+    base = _write(tmp_path, "base.json", _counted(10.0e6))
+    # +1.5% instructions fails at the 1% default although host ms did not move; a rerun's same count passes
+    assert main(["bench", _write(tmp_path, "heavier.json", _counted(10.15e6)), "--baseline", base]) == 1
+    out = capsys.readouterr().out
+    assert "instructions per inference compared on the emulated ARM cores" in out
+    assert "litert/image/int8-static@arm64:cortex-a76" in out and "+1.50%" in out
+    assert main(["bench", _write(tmp_path, "same.json", _counted(10.0e6, p50_image=40.0)), "--baseline", base]) == 0
+    assert "instructions within +1%" in capsys.readouterr().out  # host ms doubled: not gated by default
+    # --gate ms gates the host milliseconds instead (the same doubled p50 now fails)
+    assert main(["bench", _write(tmp_path, "slow.json", _counted(10.0e6, p50_image=40.0)), "--baseline", base,
+                 "--gate", "ms"]) == 1
+    # an ARM accuracy drop is its own regression, named by the core
+    cmp = compare_reports(_counted(10.0e6, arm_cos=0.95), _counted(10.0e6))
+    assert [s.metric for s in cmp.regressions] == ["cosine_mean@arm64:cortex-a76"]
+    # --gate instructions on reports without counts says why, in one line
+    assert main(["bench", _write(tmp_path, "plain.json", _report()), "--baseline", base, "--gate", "instructions"]) == 2
+    assert "share no instruction count" in capsys.readouterr().err
