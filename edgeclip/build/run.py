@@ -1,6 +1,7 @@
 """``edgeclip build``: stage order, caching and resume, from recipe to verified bundle.
 
 Stages: load teacher -> distill (0..n) -> reference -> per artifact: quantize+export -> verify
+-> twin (on each emulated ARM core the target names: ARM accuracy, instructions per inference)
 -> bench (load, memory) -> mixed precision (variants below the gates rebuilt with their most
 sensitive layers in float) -> rounds (every artifact timed in interleaved rounds beside the
 machine's yardstick) -> select -> bundle. Each stage's output folder is keyed by a hash of its inputs

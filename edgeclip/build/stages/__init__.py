@@ -8,6 +8,7 @@ model's key, so a new student invalidates every artifact built from the old one.
     distill   each distillation stage of the recipe          distill.py
     reference fp32 torch outputs on the evaluation set        reference.py
     artifact  export -> verify -> bench of one planned variant artifact.py
+    twin      the artifact on each emulated ARM core (devices) twin.py
     mixed     sensitivity, then float layers for gate misses  mixed.py
     rounds    all timed artifacts in interleaved rounds       rounds.py
     select    gate every variant, choose what ships           select.py
