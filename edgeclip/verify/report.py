@@ -224,7 +224,7 @@ def write_report(out_dir: Path, records: list[Record], machine: dict | None = No
     write_json_atomic(out_dir / "report.json", obj)
     md = _markdown(records, machine, extra_md)
     write_text_atomic(out_dir / "report.md", md)
-    if any(c.get("p50_ms") is not None for c in obj.get("selection") or []):
+    if any(c.get("p50_ms") is not None or c.get("instructions") is not None for c in obj.get("selection") or []):
         plot_front(obj["selection"], out_dir / "report.png")  # a build: its candidates' front
     else:
         _plot(records, out_dir / "report.png")

@@ -110,6 +110,15 @@ def test_records_carry_the_device_and_the_report_shows_it(tmp_path):
     assert len(host) == len(arm) == 1 and len({r.key() for r in recs}) == len(recs)
     md = selection_md(rs, t)
     assert f"M instr {A76}" in md and "| 10 |" in md
+    # report.png's front is drawn over the count that ranked the candidates
+    from edgeclip.build.stages.select import selection_rows
+    from edgeclip.verify.front import cost_key, pareto_front, plot_front
+    rows = selection_rows(rs, A76)
+    assert cost_key(rows) == "instructions" and [c["name"] for c in pareto_front(rows, "instructions")] == \
+        ["litert/image/int8-static"]  # cheaper and smaller: it alone is the front, host ms notwithstanding
+    plot_front(rows, tmp_path / "front.png")
+    assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
+    assert cost_key(selection_rows(rs)) == "p50_ms"  # host-ranked builds: the host front as before
 
 
 def test_device_specs_and_cpuinfo():

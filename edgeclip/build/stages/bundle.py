@@ -17,6 +17,7 @@ from ..context import stage_model
 from .mixed import mixed_md
 from ...verify.profile import profile_md
 from .select import records as result_records, selection_md, selection_rows
+from .twin import ranking_device
 
 __all__ = ["bundle", "TOKENIZER_SAMPLES"]
 
@@ -100,7 +101,8 @@ def bundle(ctx, model_dir: Path, ref_dir: Path, results) -> Path:
     write_report(out, records, machine=machine, extra={"build": {"recipe": r.name, "target": t.name}, "reference": ref,
                                       "calibration": calib,
                                       "reference_margins": margins, "zero_shot_groups": groups, "distill": distill,
-                                      "mixed_precision": ctx.mixed, "selection": selection_rows(results),
+                                      "mixed_precision": ctx.mixed,
+                                      "selection": selection_rows(results, ranking_device(t)),
                                       "profiles": {label: p for label, p in profiles if p}},
                  extra_md="\n\n".join(x for x in (selection_md(results, t), mixed_md(ctx.mixed), _calibration_md(calib),
                                                    zero_shot_md(groups, records),

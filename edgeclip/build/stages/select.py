@@ -182,12 +182,14 @@ def selection_md(results, target) -> str:
     return "\n".join(out)
 
 
-def selection_rows(results) -> list[dict]:
-    """Every candidate as report.json's ``selection`` rows (and report.png's front)."""
+def selection_rows(results, device: str | None = None) -> list[dict]:
+    """Every candidate as report.json's ``selection`` rows (and report.png's front; ``device``: the
+    core whose instruction counts ranked them)."""
     from ...verify.front import candidate
     return [candidate(x.name, x.planned.backend, x.planned.tower, x.planned.variant, _size(x) / 1e6, _p50(x),
                       x.metrics.get("cosine_mean"), x.metrics.get("top1_agreement"),
-                      (not x.shortfalls) if x.verified else None, x.shipped, x.recommended, x.why_not_shipped)
+                      (not x.shortfalls) if x.verified else None, x.shipped, x.recommended, x.why_not_shipped,
+                      twin_count(x, device), device)
             for x in results]
 
 
