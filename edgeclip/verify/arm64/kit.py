@@ -103,6 +103,8 @@ def missing_host_tools() -> list[str]:
 def kit_status() -> str | None:
     """None when the twin is ready; else one line saying what is missing and the command that fixes it."""
     missing = missing_host_tools()
+    if (kit_dir() / "kit.json").exists():  # built: running it needs qemu alone
+        missing = [t for t in missing if t == "qemu-aarch64"]
     if missing:
         pkgs = " ".join(dict.fromkeys(HOST_TOOLS[t] for t in missing))
         return (f"the ARM64 twin needs {', '.join(missing)}: install them with `apt-get install -y {pkgs}`, "
@@ -182,9 +184,8 @@ def _executorch(tmp: Path, pins: dict) -> None:
     _pip(["download", "-d", str(dl), f"executorch=={pins['executorch']}"], "executorch's aarch64 wheel")
     et = tmp / "et"
     with zipfile.ZipFile(next(dl.glob("executorch-*.whl"))) as z:
-        for name in z.namelist():
-            if name.startswith(("executorch/lib/", "executorch/include/")) or (
-                    name.startswith("executorch/") and name.endswith(".so") and "/_" not in name):
+        for name in z.namelist():  # the runtime's libraries and headers; not the Python bindings
+            if name.startswith(("executorch/lib/", "executorch/include/")):
                 z.extract(name, et)
     shutil.rmtree(dl)
     lib = et / "executorch" / "lib"
