@@ -55,7 +55,7 @@ def twin(ctx, res, art, verify_key: str, ref_dir: Path, head=None) -> None:
     kit = ready_kit(setup_if_missing=True)
     for spec in devices:
         core = core_of(spec)
-        key = stable_hash("twin", TWIN_VERSION, verify_key, core, kit.info)
+        key = stable_hash("twin", TWIN_VERSION, verify_key, core, kit.info["version"], kit.info["pins"])
 
         def run(tmp: Path, core=core):
             try:
