@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..bundle.labels import LabelSet, resolve_labels
 from ..config import Recipe, Target
-from ..config.names import FORMATS
 from ..errors import ConfigError, InputError, ToolchainMissing
 from .context import default_root
 
@@ -80,9 +79,10 @@ class Plan:
                      "itself is compiled")
         evals = ", ".join(_describe_source(d) for d in self.recipe.data.eval) or "none"
         s.append(f"reference         fp32 torch (cuda if present, else cpu) on {evals}")
+        from .stages.twin import twin_steps
         twin = f" -> {' + '.join(self.target.devices)} (emulated)" if self.target.devices else ""
         for a in self.artifacts:
-            arm = twin if FORMATS[a.backend] in (".pte", ".tflite", ".onnx") else ""
+            arm = twin if twin_steps(self.target, a.backend) else ""
             s.append(f"{a.backend:<10} {a.tower:<5} quantize {a.quant} -> export -> verify{arm} -> bench")
         if self.target.devices:
             from ..verify.arm64 import kit_status

@@ -22,6 +22,7 @@ from . import stages
 from .cache import BuildLock
 from .context import ArtifactResult, BuildContext, check_force, default_root
 from .plan import Plan
+from .stages.twin import ranking_device, twin_count
 
 __all__ = ["run_build", "run_reference", "summary_table"]
 
@@ -49,7 +50,6 @@ def run_build(plan: Plan, force: str | None = None, reference: Path | None = Non
         pair = teacher_student_table(ctx.distill_dirs)
     if pair:
         print("\n" + pair)
-    from .stages.twin import ranking_device
     print(summary_table(results, report_path, ranking_device(plan.target)))
     from ..verify.refstore import provenance, provenance_md
     print(provenance_md(provenance(ref_dir, "stored" if reference else "computed", reference)))
@@ -116,7 +116,7 @@ def summary_table(results: list[ArtifactResult], report_path: Path, device: str 
             res = ("shipped" if r.verified else "shipped, UNVERIFIED") + (", recommended" if r.recommended else "")
         else:
             res = f"not shipped: {r.why_not_shipped}"
-        count = (r.devices.get(device) or {}).get("instructions") if device else None
+        count = twin_count(r, device)
         instr = [f"{count / 1e6:.4g}" if count else "-"] if device else []
         rows.append([r.name, f"{size:.2f}", *instr, p50, cos, agr, runner, res])
     return "\n".join(["", format_table(rows), "", f"report: {report_path}"])

@@ -27,7 +27,7 @@ from .._io import atomic_target, sha256_path, user_cache_dir
 from ..errors import InputError
 from .manifest import load_manifest
 
-__all__ = ["zip_path", "write_zip", "open_bundle", "extract_bundle", "cache_root"]
+__all__ = ["zip_path", "write_zip", "open_bundle", "extract_bundle"]
 
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _DONE = ".edgeclip-extracted"  # marker of a finished, checked extraction (holds the zip's sha256)
@@ -53,10 +53,6 @@ def write_zip(bundle_dir: Path, manifest: dict) -> Path:
             with open(src, "rb") as f, zf.open(info, "w", force_zip64=big) as dst:
                 shutil.copyfileobj(f, dst, 1 << 20)
     return out
-
-
-def cache_root() -> Path:
-    return user_cache_dir()
 
 
 def _why_unsafe(info: zipfile.ZipInfo, root: Path) -> str | None:
@@ -134,7 +130,7 @@ def open_bundle(path: Path) -> Path:
                          "or build/<recipe>/<target>.zip")
     digest = sha256_path(p)
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", p.stem)[:64] or "bundle"
-    dest = cache_root() / "bundles" / f"{stem}-{digest[:16]}"
+    dest = user_cache_dir() / "bundles" / f"{stem}-{digest[:16]}"
     if (dest / _DONE).is_file() and (dest / _DONE).read_text() == digest:
         return dest
     if dest.exists():  # an earlier extraction that never finished

@@ -2,7 +2,7 @@
 runtimes' own aarch64 builds, for ARM outputs and a deterministic instruction count.
 
 ``kit`` builds and finds the toolkit, ``cores`` names the cores it stands in for, ``run`` runs
-one artifact, ``stage`` is what a build does with it (verify on ARM, count instructions).
+one artifact, ``check`` is what a build does with it (verify on ARM, count instructions).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One artifact on one emulated core: its accuracy on ARM kernels against the fp32 reference and
-its instructions per inference. What a build's twin stage and ``edgeclip verify`` record.
+its instructions per inference. What a build's twin stage records.
 
 The whole evaluation set runs on the twin (the default build's is 176 images and 494 texts), fed
 exactly as the host's verify feeds it (``verify.run``), and is scored by the same
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import ExportError
 from .cores import Core
 from .kit import Kit
 from .run import count_instructions, run_outputs, runtime_name
@@ -32,9 +33,20 @@ def runner_name(core: Core) -> str:
 
 def check_on_twin(art, ref, kit: Kit, core: Core, head: tuple[np.ndarray, float] | None = None,
                   core_root: Path | None = None) -> dict:
-    """``{"device", "runner", "runtime", "metrics", "instructions"}`` of ``art`` on ``core``.
+    """``{"device", "runner", "runtime", "metrics", "instructions"}`` of ``art`` on ``core``; where it
+    crashed there (an instruction the core lacks...), no metrics, no count and the ``error``: a
+    verdict on the artifact (the run is deterministic), not a failure of the caller.
 
     ``head``: a zero-shot-head artifact's fp32 ``(label_embeddings, logit_scale)``."""
+    path = Path(art.path)
+    out = {"device": device_name(core), "runner": runner_name(core), "runtime": runtime_name(path, kit)}
+    try:
+        return {**out, **_measure(art, ref, kit, core, head, core_root)}
+    except ExportError as e:
+        return {**out, "metrics": {}, "instructions": None, "error": " ".join(str(e).split())}
+
+
+def _measure(art, ref, kit: Kit, core: Core, head, core_root: Path | None) -> dict:
     from ..reference import evaluate, evaluate_head
     from ..run import batch_of, image_inputs
     path, n = Path(art.path), batch_of(art)
@@ -50,5 +62,4 @@ def check_on_twin(art, ref, kit: Kit, core: Core, head: tuple[np.ndarray, float]
     else:
         metrics = evaluate(ref, art.tower, outputs)
     example = np.ascontiguousarray(next(iter(rows.values()))[:n].astype(dtype))
-    return {"device": device_name(core), "runner": runner_name(core), "runtime": runtime_name(path, kit),
-            "metrics": metrics, "instructions": count_instructions(kit, core, path, example, core_root=core_root)}
+    return {"metrics": metrics, "instructions": count_instructions(kit, core, path, example, core_root=core_root)}
